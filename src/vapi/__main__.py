@@ -1,0 +1,5 @@
+import sys
+
+from vapi.cli import main
+
+sys.exit(main())

@@ -1,0 +1,47 @@
+"""`vapi` command line: one subcommand per module in `vapi.commands`; parsing only, the work is in the library."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Each module defines `add_parser(subparsers)` (registering its parser with `func=run`) and `run(args) -> int`.
+COMMANDS = ("train", "sample", "eval", "convert", "inspect", "pretrain", "demo")
+
+
+class UserError(Exception):
+    """Bad input from the user: printed as one line, exit code 2, no traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vapi", description="VA-pi post-training for autoregressive image generators")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"vapi.commands.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"vapi.commands.{name}":
+                raise
+            continue
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 1
+    try:
+        return int(args.func(args) or 0)
+    except (UserError, FileNotFoundError, ValueError) as e:
+        print(f"vapi {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"vapi {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

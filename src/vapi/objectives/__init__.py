@@ -1,0 +1,38 @@
+"""VA-π objectives: teacher-forced rollouts with ξ context noise, group advantages and the PPO-clip + prior-CE loss.
+
+Pure tensor math; the trainer owns the model calls and passes logits in.
+"""
+
+from vapi.objectives.advantages import group_advantages
+from vapi.objectives.context_noise import perturb_context
+from vapi.objectives.losses import (
+    LossStats,
+    SurrogateStats,
+    VaPiLoss,
+    clipped_surrogate,
+    per_token_kl,
+    prior_ce,
+    token_dropout_mask,
+)
+from vapi.objectives.rollout import (
+    Rollout,
+    sample_from_logits,
+    teacher_forced_rollout,
+    token_logprobs,
+)
+
+__all__ = [
+    "LossStats",
+    "Rollout",
+    "SurrogateStats",
+    "VaPiLoss",
+    "clipped_surrogate",
+    "group_advantages",
+    "per_token_kl",
+    "perturb_context",
+    "prior_ce",
+    "sample_from_logits",
+    "teacher_forced_rollout",
+    "token_dropout_mask",
+    "token_logprobs",
+]

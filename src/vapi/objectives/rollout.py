@@ -1,0 +1,95 @@
+"""Teacher-forced rollouts of VA-π: one teacher-forced forward per image, G sequences sampled from its logits.
+
+VA-π never runs free autoregressive generation during training. The (ξ-corrupted) ground-truth context is fed once,
+and each of the G "generations" draws every position independently from that position's teacher-forced
+distribution. Rows are image-major: generation k of image b is row b*G + k (torch.repeat_interleave layout), which
+`group_advantages` relies on.
+
+Departures from the reference (`sample_one_sequence_from_tf` in train_c2i_grpo.py):
+- the G draws are one `torch.multinomial(..., G, replacement=True)` call instead of G calls with one draw each: the
+  same distribution, a different RNG stream;
+- `old_logps` are always the *unfiltered* tempered log-probs. The reference gathers them from the top-k/top-p
+  renormalised distribution while the training-time log-probs are unfiltered, so with filtering on its ratio starts
+  below 1; here ratio == 1 exactly before the first update. With top_k=0, top_p=1 (the paper's runs) both agree.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from vapi.objectives.context_noise import perturb_context
+from vapi.sampling import filter_logits
+
+LogitsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+# Guards division by a zero temperature the same way the reference does.
+_MIN_TEMPERATURE = 1e-5
+
+
+class Rollout(NamedTuple):
+    """One rollout batch of B images x G generations; every tensor is image-major (row b*G + k)."""
+
+    tokens: torch.Tensor  # [B*G, T] long: sampled tokens
+    old_logps: torch.Tensor  # [B*G, T] float32: log_softmax(logits / temperature) at `tokens`, unfiltered
+    gt_tokens: torch.Tensor  # [B*G, T] long: clean ground-truth tokens (the prior-CE targets)
+    context: torch.Tensor  # [B*G, T] long: the corrupted context fed to the model; reuse it for the update
+    cond: torch.Tensor  # [B*G, ...]: condition (class ids [B*G] or caption embeddings [B*G, L, D])
+    group_size: int  # G
+
+    def select(self, index: slice | torch.Tensor) -> Rollout:
+        """Rows `index` of every tensor (a micro-batch); group_size is kept for bookkeeping."""
+        return Rollout(self.tokens[index], self.old_logps[index], self.gt_tokens[index], self.context[index],
+                       self.cond[index], self.group_size)
+
+
+def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """log_softmax(logits / temperature) at `tokens`, in float32. logits: [N, T, V], tokens: [N, T] → [N, T]."""
+    logps = F.log_softmax(logits.float() / max(temperature, _MIN_TEMPERATURE), dim=-1)  # [N, T, V]
+    return logps.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+
+
+def sample_from_logits(logits: torch.Tensor, num_generations: int, temperature: float = 1.0, top_k: int = 0,
+                       top_p: float = 1.0, generator: torch.Generator | None = None,
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draw G sequences per image, every position independently. logits: [B, T, V] → (tokens, old_logps) [B*G, T].
+
+    Filtering shapes only the sampling distribution; `old_logps` are the unfiltered tempered log-probs.
+    """
+    B, T, V = logits.shape
+    G = num_generations
+    scaled = logits.float() / max(temperature, _MIN_TEMPERATURE)  # [B, T, V]
+    probs = filter_logits(scaled, top_k, top_p).softmax(dim=-1).reshape(B * T, V)  # [B*T, V]
+    draws = torch.multinomial(probs, G, replacement=True, generator=generator)  # [B*T, G]
+    tokens = draws.view(B, T, G).transpose(1, 2).reshape(B * G, T)  # [B*G, T], row b*G + k
+    logps = F.log_softmax(scaled, dim=-1).unsqueeze(1).expand(B, G, T, V)  # [B, G, T, V], a view
+    old_logps = logps.gather(-1, tokens.view(B, G, T, 1)).reshape(B * G, T)  # [B*G, T]
+    return tokens, old_logps
+
+
+@torch.no_grad()
+def teacher_forced_rollout(logits_fn: LogitsFn, cond: torch.Tensor, gt_tokens: torch.Tensor, *,
+                           num_generations: int, vocab_size: int, context_noise: float = 0.0,
+                           temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+                           generator: torch.Generator | None = None) -> Rollout:
+    """Corrupt the context, run one teacher-forced forward, sample G sequences per image.
+
+    logits_fn(cond [B, ...], context [B, T]) → [B, T, V], row t predicting token t from context tokens < t (e.g.
+    `LlamaGenGPT.teacher_forced_logits`); put the model in the mode you sample in (the reference uses eval) first.
+    gt_tokens: [B, T] long. The returned context is what the update must feed again, so old and new log-probs are
+    taken under the same corrupted context.
+    """
+    G = num_generations
+    context = perturb_context(gt_tokens, context_noise, vocab_size, generator)  # [B, T]
+    logits = logits_fn(cond, context)  # [B, T, V]
+    tokens, old_logps = sample_from_logits(logits, G, temperature, top_k, top_p, generator)  # [B*G, T]
+    return Rollout(
+        tokens=tokens,
+        old_logps=old_logps,
+        gt_tokens=gt_tokens.repeat_interleave(G, dim=0),
+        context=context.repeat_interleave(G, dim=0),
+        cond=cond.repeat_interleave(G, dim=0),
+        group_size=G,
+    )
