@@ -1,0 +1,175 @@
+"""ADM-format sample batches (`.npz`) and reference statistics.
+
+Sample batches use the layout the OpenAI ADM evaluator reads: `arr_0` uint8 [N, H, W, 3] (NHWC, RGB) and optionally
+`arr_1` int64 labels [N], written uncompressed with `np.savez` so the evaluator can stream them. Reference batches
+such as `VIRTUAL_imagenet256_labeled.npz` also hold `mu`/`sigma` (pool_3, TF Inception) and `mu_s`/`sigma_s` (sFID).
+
+`load_reference()` returns a `ReferenceStats`: the file's `mu`/`sigma` when present, otherwise statistics of features
+computed from `arr_0` or an image folder; features are also computed when an extractor is given, because
+precision/recall needs them. Computed results are cached in `<cache_dir>/ref-<extractor>-<content hash>.npz`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from vapi.eval.features import FeatureExtractor, compute_features, to_uint8
+from vapi.eval.metrics import feature_statistics
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+
+
+def save_npz(path: str | os.PathLike, images, labels=None) -> Path:
+    """Write an ADM sample batch. images: uint8 [N, H, W, 3], or a tensor [N, 3, H, W] (uint8 or float in [-1, 1])."""
+    if torch.is_tensor(images):
+        images = to_uint8(images).permute(0, 2, 3, 1).cpu().numpy()  # [N, H, W, 3]
+    images = np.ascontiguousarray(images)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"ADM npz needs uint8 [N, H, W, 3], got {images.dtype} {images.shape}")
+    arrays = {"arr_0": images}
+    if labels is not None:
+        labels = np.asarray(torch.as_tensor(labels).cpu(), dtype=np.int64)  # [N]
+        if labels.shape != (images.shape[0],):
+            raise ValueError(f"labels shape {labels.shape} does not match {images.shape[0]} images")
+        arrays["arr_1"] = labels
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:  # a file object keeps np.savez from appending ".npz" to the tmp name
+        np.savez(f, **arrays)
+    os.replace(tmp, path)
+    return path
+
+
+def load_npz(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read a whole ADM sample batch: (images uint8 [N, H, W, 3], labels [N] or None)."""
+    with np.load(path) as z:
+        return z["arr_0"], (z["arr_1"] if "arr_1" in z.files else None)
+
+
+def iter_npz_images(path: str | os.PathLike, batch_size: int, key: str = "arr_0") -> Iterator[np.ndarray]:
+    """Stream `key` from an npz in batches [b, H, W, 3] without loading it whole (50k x 256^2 images are ~10 GB)."""
+    with zipfile.ZipFile(path) as zf, zf.open(f"{key}.npy") as f:
+        version = np.lib.format.read_magic(f)
+        if version not in ((1, 0), (2, 0)):
+            raise ValueError(f"{path}:{key} uses .npy format {version}; ADM's evaluator reads 1.0/2.0 only")
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read_header(f)
+        if fortran or dtype.hasobject:
+            raise ValueError(f"{path}:{key} is not a C-ordered plain array")
+        per_item = int(np.prod(shape[1:])) * dtype.itemsize
+        for start in range(0, shape[0], batch_size):
+            n = min(batch_size, shape[0] - start)
+            buf = bytearray(n * per_item)  # writable, so torch.as_tensor can share it
+            if f.readinto(buf) != len(buf):
+                raise ValueError(f"{path}:{key} ended early at item {start}")
+            yield np.frombuffer(buf, dtype=dtype).reshape(n, *shape[1:])
+
+
+def _folder_images(folder: Path) -> list[Path]:
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {folder}")
+    return files
+
+
+def iter_image_folder(folder: str | os.PathLike, batch_size: int) -> Iterator[np.ndarray]:
+    """Images under `folder` (recursive, sorted by path) as uint8 batches [b, H, W, 3]; all must share one size
+    (crop/resize them beforehand, e.g. with ADM's center crop in the data pipeline)."""
+    files, size = _folder_images(Path(folder)), None
+    for start in range(0, len(files), batch_size):
+        batch = []
+        for p in files[start : start + batch_size]:
+            with Image.open(p) as im:
+                arr = np.asarray(im.convert("RGB"))  # [H, W, 3]
+            if size is not None and arr.shape != size:
+                raise ValueError(f"{p} is {arr.shape}, others are {size}; crop/resize the folder to one size")
+            size = arr.shape
+            batch.append(arr)
+        yield np.stack(batch)
+
+
+def content_hash(source: str | os.PathLike) -> str:
+    """sha256 of a file's bytes, or of every image's relative path and bytes under a folder."""
+    source, h = Path(source), hashlib.sha256()
+    files = [source] if source.is_file() else _folder_images(source)
+    for p in files:
+        if source.is_dir():
+            h.update(p.relative_to(source).as_posix().encode())
+        with open(p, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass
+class ReferenceStats:
+    mu: np.ndarray  # [D]
+    sigma: np.ndarray  # [D, D]
+    features: np.ndarray | None = None  # [N, D]; needed for precision/recall
+    mu_s: np.ndarray | None = None  # [D_s] sFID statistics, from ADM reference files only
+    sigma_s: np.ndarray | None = None  # [D_s, D_s]
+
+
+def _read_file_stats(path: Path) -> tuple[dict, bool]:
+    """({mu, sigma[, mu_s, sigma_s]} found in the npz, whether it has images in arr_0)."""
+    with np.load(path) as z:
+        stats = {k: z[k] for k in ("mu", "sigma", "mu_s", "sigma_s") if k in z.files}
+        return stats, "arr_0" in z.files
+
+
+def load_reference(
+    source: str | os.PathLike,
+    extractor: FeatureExtractor | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    batch_size: int = 64,
+    prefer_file_stats: bool = True,
+) -> ReferenceStats:
+    """Reference statistics from an ADM npz (with or without mu/sigma) or an image folder.
+
+    With `prefer_file_stats`, a file's own mu/sigma win over statistics of freshly computed features (ADM's numbers
+    come from TF Inception, which the torch port matches closely but not bit-exactly).
+    """
+    source = Path(source)
+    file_stats, has_images = _read_file_stats(source) if source.is_file() else ({}, True)
+    have_file_stats = "mu" in file_stats and "sigma" in file_stats
+    if extractor is None or not has_images:
+        if not have_file_stats:
+            raise ValueError(f"{source} has no mu/sigma; pass a feature extractor to compute reference statistics")
+        return ReferenceStats(file_stats["mu"], file_stats["sigma"], None, file_stats.get("mu_s"),
+                              file_stats.get("sigma_s"))
+
+    cache = None
+    if cache_dir is not None:
+        cache = Path(cache_dir) / f"ref-{extractor.name}-{content_hash(source)[:16]}.npz"
+    if cache is not None and cache.is_file():
+        with np.load(cache) as z:
+            feats, mu, sigma = z["features"], z["mu"], z["sigma"]
+    else:
+        batches = iter_npz_images(source, batch_size) if source.is_file() else iter_image_folder(source, batch_size)
+        feats, _ = compute_features(extractor, batches, batch_size)  # [N, D]
+        mu, sigma = feature_statistics(feats)
+        if cache is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_name(cache.name + ".tmp")
+            with open(tmp, "wb") as f:
+                np.savez(f, features=feats, mu=mu, sigma=sigma)
+            os.replace(tmp, cache)
+
+    if have_file_stats and prefer_file_stats:
+        if file_stats["mu"].shape[0] != feats.shape[1]:
+            raise ValueError(
+                f"{source} holds D={file_stats['mu'].shape[0]} statistics but {extractor.name} gives "
+                f"D={feats.shape[1]} features; pass prefer_file_stats=False to use the extractor's own statistics"
+            )
+        mu, sigma = file_stats["mu"], file_stats["sigma"]
+    return ReferenceStats(mu, sigma, feats, file_stats.get("mu_s"), file_stats.get("sigma_s"))
