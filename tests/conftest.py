@@ -1,8 +1,17 @@
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 # Tests import shared helpers (fixture_utils) from this folder.
 sys.path.insert(0, str(Path(__file__).parent))
-torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+# Tiny models: one thread is fastest, and two fight badly on a loaded 2-core machine.
+torch.set_num_threads(1)
+
+
+@pytest.fixture
+def shapes16():
+    from vapi.data.procedural import ProceduralShapes
+
+    return ProceduralShapes(64, image_size=16, seed=0)

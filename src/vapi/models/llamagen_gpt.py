@@ -208,14 +208,15 @@ def apply_rotary_emb(x: torch.Tensor, freqs_cis: torch.Tensor) -> torch.Tensor:
 def precompute_freqs_cis_2d(grid_size: int, head_dim: int, base: float, cls_token_num: int) -> torch.Tensor:
     """[cls_token_num + grid², head_dim/2, 2]: row frequencies then column frequencies, condition rows zero."""
     half = head_dim // 2
-    freqs = 1.0 / (base ** (torch.arange(0, half, 2)[: half // 2].float() / half))  # [Dh/4]
-    t = torch.arange(grid_size, dtype=torch.float32)
+    # Explicitly on CPU, so a model built under torch.device("meta") (checkpoint loading) still gets a real table.
+    freqs = 1.0 / (base ** (torch.arange(0, half, 2, device="cpu")[: half // 2].float() / half))  # [Dh/4]
+    t = torch.arange(grid_size, dtype=torch.float32, device="cpu")
     freqs = torch.outer(t, freqs)  # [grid, Dh/4]
     grid = torch.cat(
         [freqs[:, None, :].expand(-1, grid_size, -1), freqs[None, :, :].expand(grid_size, -1, -1)], dim=-1
     )  # [grid, grid, Dh/2]
     cache = torch.stack([torch.cos(grid), torch.sin(grid)], dim=-1).flatten(0, 1)  # [grid², Dh/2, 2]
-    return torch.cat([torch.zeros(cls_token_num, half, 2), cache])
+    return torch.cat([torch.zeros(cls_token_num, half, 2, device="cpu"), cache])
 
 
 class Attention(nn.Module):
@@ -285,7 +286,7 @@ class LlamaGenGPT(nn.Module):
             self.cls_embedding = CaptionEmbedder(cfg.caption_dim, cfg.dim, cfg.class_dropout_prob)
         self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.dim)
         self.tok_dropout = nn.Dropout(cfg.token_dropout_p)
-        rates = [x.item() for x in torch.linspace(0, cfg.drop_path_rate, cfg.n_layer)]
+        rates = [x.item() for x in torch.linspace(0, cfg.drop_path_rate, cfg.n_layer, device="cpu")]
         self.layers = nn.ModuleList(TransformerBlock(cfg, r) for r in rates)
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.output = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
