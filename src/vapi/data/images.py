@@ -35,6 +35,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from vapi.config import helpf
+
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 LAYOUT = "root/<class_name>/<image>.png"
 # What PIL's decoders raise on damaged input; anything else is a bug and must propagate.
@@ -277,16 +279,16 @@ HF_MARKERS = ("dataset_dict.json", "state.json", "dataset_info.json")  # what sa
 
 @dataclass
 class DataConfig:
-    path: str = ""  # image folder or save_to_disk folder; unused by kind=procedural
-    kind: str = "auto"  # auto | imagefolder | hf | procedural; auto looks for save_to_disk's JSON files
-    image_size: int = 256  # output side after the ADM center crop (procedural: render size)
-    num_classes: int | None = None  # None: discovered from the data; set: checked against it
-    validate: bool = True  # imagefolder: header-check every file at construction
-    image_column: str = "image"  # hf
-    label_column: str | None = "label"  # hf; None = unconditional
-    split: str = "train"  # hf, when the folder holds a DatasetDict
-    procedural_num_images: int = 10_000
-    procedural_seed: int = 0
+    path: str = helpf("", "image folder or save_to_disk folder; unused by kind=procedural")
+    kind: str = helpf("auto", "auto | imagefolder | hf | procedural; auto looks for save_to_disk's JSON files")
+    image_size: int = helpf(256, "output side after the ADM center crop (procedural: render size)")
+    num_classes: int | None = helpf(None, "None: discovered from the data; set: checked against it")
+    validate: bool = helpf(True, "imagefolder: header-check every file at construction")
+    image_column: str = helpf("image", "hf: image column")
+    label_column: str | None = helpf("label", "hf: label column; None = unconditional")
+    split: str = helpf("train", "hf: split, when the folder holds a DatasetDict")
+    procedural_num_images: int = helpf(10_000, "procedural: number of images")
+    procedural_seed: int = helpf(0, "procedural: seed of the rendering")
 
     def __post_init__(self) -> None:
         if self.kind not in DATA_KINDS:

@@ -1,0 +1,31 @@
+"""`vapi train --config FILE [key=value ...]`: VA-π post-training of a generator on a folder of images."""
+from __future__ import annotations
+
+import argparse
+
+from vapi.config import describe, load_config
+from vapi.training.config import RunConfig
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "train", help="post-train a generator with VA-π",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="VA-π post-training. Options come from the dataclass defaults (the paper's values), then "
+                    "--config FILE (YAML), then key=value overrides (e.g. optim.learning_rate=1e-5).",
+        epilog="options (key = default  help):\n" + "\n".join(describe(RunConfig)))
+    p.add_argument("--config", help="YAML file of options (see configs/)")
+    p.add_argument("--resume", nargs="?", const="auto", default=None,
+                   help="continue from the latest checkpoint in train.output_dir, or from the given checkpoint")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from vapi.training.run import train
+
+    cfg = load_config(RunConfig, args.config, args.overrides)
+    metrics = train(cfg, resume=args.resume or False)
+    print(f"done: {cfg.train.max_steps} steps in {cfg.train.output_dir}; last reward "
+          f"{metrics.get('reward', float('nan')):.4f}")
+    return 0

@@ -1,0 +1,114 @@
+"""The run configuration of `vapi train`: it composes the component configs; defaults are the paper's values.
+
+Names follow TRL's GRPOConfig where the concept is the same (num_generations, epsilon, temperature, top_k, top_p,
+max_grad_norm, learning_rate, num_iterations, steps_per_generation, beta for a KL penalty). The paper's β, which
+weighs the prior (cross-entropy) term of the ELBO, is `objective.prior_weight`: it is not TRL's KL `beta`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from vapi.config import helpf
+from vapi.data.images import DataConfig
+from vapi.objectives.rewards import RewardConfig
+from vapi.training.optim import OptimConfig
+
+OBJECTIVES = ("vapi", "ce")
+MODES = ("train", "eval")
+POLICY_MODES = ("train", "eval", "twice")
+
+
+@dataclass
+class ModelConfig:
+    gpt: str = helpf("", "generator checkpoint: LlamaGen .pt/.pth/.safetensors or a vapi model folder")
+    vq: str = helpf("", "VQ tokenizer checkpoint: LlamaGen .pt or a vapi model folder")
+    gpt_model: str = helpf("", "GPT preset (GPT-B ... GPT-7B); default: inferred from the tensor shapes")
+    image_size: int = helpf(0, "image size the generator was trained at; 0 = from the file name, else 256")
+
+
+@dataclass
+class ObjectiveConfig:
+    name: str = helpf("vapi", "vapi | ce (the control: plain teacher-forced CE on clean context, same data and steps)")
+    num_generations: int = helpf(8, "G: samples per image, drawn from one teacher-forced pass")
+    context_noise: float = helpf(0.5, "ξ: probability that each context token is replaced by a uniform random one")
+    temperature: float = helpf(1.0, "sampling temperature of the rollout (also used in the log-prob ratio)")
+    top_k: int = helpf(0, "top-k filtering of the rollout sampling; 0 = off (log-probs stay unfiltered)")
+    top_p: float = helpf(1.0, "top-p filtering of the rollout sampling; 1.0 = off")
+    epsilon: float = helpf(0.2, "PPO clip range of the ratio")
+    adv_clip: float = helpf(5.0, "advantages are clamped to ±adv_clip")
+    prior_weight: float = helpf(0.1, "the paper's β: weight of the prior CE term (clean targets, corrupted context)")
+    beta: float = helpf(0.0, "TRL's KL coefficient to the frozen initial policy; 0 = off (no reference model)")
+    token_dropout: float = helpf(0.0, "fraction of tokens left out of the surrogate at random; 0 = off")
+    rollout_mode: str = helpf("eval", "model mode of the sampling pass: eval (reference) | train")
+    policy_mode: str = helpf("train", "mode of the update pass: train (dropout) | eval | twice (ratio in eval, CE in train)")
+
+    def __post_init__(self):
+        if self.name not in OBJECTIVES:
+            raise ValueError(f"objective.name must be one of {OBJECTIVES}, got {self.name!r}")
+        if self.num_generations < 2:
+            raise ValueError(f"num_generations must be >= 2 to normalise advantages in a group, "
+                             f"got {self.num_generations}")
+        if not 0.0 <= self.context_noise <= 1.0:
+            raise ValueError(f"context_noise must be in [0, 1], got {self.context_noise}")
+        if not 0.0 <= self.token_dropout < 1.0:
+            raise ValueError(f"token_dropout must be in [0, 1), got {self.token_dropout}")
+        if self.rollout_mode not in MODES:
+            raise ValueError(f"rollout_mode must be one of {MODES}, got {self.rollout_mode!r}")
+        if self.policy_mode not in POLICY_MODES:
+            raise ValueError(f"policy_mode must be one of {POLICY_MODES}, got {self.policy_mode!r}")
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str = helpf("runs/vapi", "run folder: config, metrics, TensorBoard, images, checkpoints")
+    max_steps: int = helpf(100, "rollout batches (each: sample, score, then update)")
+    per_device_batch_size: int = helpf(16, "real images per rollout batch per device (sequences = this × G)")
+    micro_batch_size: int = helpf(8, "sequences per forward/backward pass")
+    steps_per_generation: int = helpf(1, "optimizer steps per rollout batch (the reference: 1)")
+    num_iterations: int = helpf(1, "PPO epochs over each rollout batch")
+    seed: int = helpf(0, "seed of data order, context noise, sampling and dropout")
+    device: str = helpf("auto", "auto | cpu | cuda | cuda:N")
+    precision: str = helpf("auto", "auto (bf16 autocast on GPU, fp32 on CPU) | fp32 | bf16")
+    logging_steps: int = helpf(1, "log scalars every N steps")
+    image_steps: int = helpf(25, "write a ground truth | samples grid every N steps; 0 = off")
+    image_rows: int = helpf(4, "images per grid")
+    save_steps: int = helpf(50, "checkpoint every N steps (and at the end); 0 = only at the end")
+    save_total_limit: int = helpf(2, "keep the last N checkpoints")
+    tensorboard: bool = helpf(True, "write TensorBoard events")
+    wandb_project: str = helpf("", "W&B project; empty = off")
+    progress: bool = helpf(True, "show a progress bar")
+
+    def __post_init__(self):
+        for name in ("max_steps", "per_device_batch_size", "micro_batch_size", "steps_per_generation",
+                     "num_iterations"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self):
+        self.grad_accum_steps  # validates the batch arithmetic early
+
+    @property
+    def sequences_per_step(self) -> int:
+        return self.train.per_device_batch_size * self.objective.num_generations
+
+    @property
+    def grad_accum_steps(self) -> int:
+        """Micro-batches per optimizer step; the rollout batch must split evenly."""
+        n, mb, k = self.sequences_per_step, self.train.micro_batch_size, self.train.steps_per_generation
+        if n % (mb * k):
+            options = [d for d in range(1, n + 1) if n % (d * k) == 0]
+            raise ValueError(
+                f"a rollout batch of per_device_batch_size × num_generations = {self.train.per_device_batch_size} × "
+                f"{self.objective.num_generations} = {n} sequences does not split into steps_per_generation={k} "
+                f"optimizer steps of micro_batch_size={mb}; set train.micro_batch_size to one of {options}")
+        return n // (mb * k)

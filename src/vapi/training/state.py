@@ -1,0 +1,77 @@
+"""Resumable training state: step counter, every RNG, and the data position.
+
+`BatchStream` yields batches from a map-style dataset in a per-epoch permutation seeded by (seed, epoch), sliced per
+rank like DistributedSampler (drop_last), so the position is two integers and a resumed run sees exactly the same
+images. `TrainState` gathers everything that must be saved for a bit-exact resume on CPU.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+import torch
+
+
+class BatchStream:
+    def __init__(self, dataset, batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
+        per_rank = len(dataset) // world_size
+        if per_rank < batch_size:
+            raise ValueError(f"the dataset has {len(dataset)} images: fewer than one batch of {batch_size} per rank "
+                             f"({world_size} rank(s)); add images or lower train.per_device_batch_size")
+        self.dataset, self.batch_size, self.seed = dataset, batch_size, seed
+        self.rank, self.world_size = rank, world_size
+        self.batches_per_epoch = per_rank // batch_size
+        self.epoch, self.index = 0, 0
+
+    def _indices(self) -> list[int]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        perm = torch.randperm(len(self.dataset), generator=g)
+        perm = perm[: len(perm) // self.world_size * self.world_size][self.rank::self.world_size]
+        return perm[self.index * self.batch_size:(self.index + 1) * self.batch_size].tolist()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        items = [self.dataset[i] for i in self._indices()]
+        self.index += 1
+        if self.index == self.batches_per_epoch:
+            self.epoch, self.index = self.epoch + 1, 0
+        images = torch.stack([x for x, _ in items])  # [B, 3, H, W]
+        labels = torch.as_tensor([y for _, y in items], dtype=torch.long)  # [B]
+        return images, labels
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "index": self.index}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.index = int(state["epoch"]), int(state["index"])
+
+
+@dataclass
+class TrainState:
+    step: int = 0  # rollout batches done
+    optimizer_steps: int = 0
+    sampling_generator: torch.Generator = field(default_factory=torch.Generator)
+
+    def state_dict(self) -> dict:
+        state = {"step": self.step, "optimizer_steps": self.optimizer_steps,
+                 "sampling_generator": self.sampling_generator.get_state(),
+                 "torch_rng": torch.get_rng_state(), "python_rng": list(_py_state())}
+        if torch.cuda.is_available():
+            state["cuda_rng"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step, self.optimizer_steps = int(state["step"]), int(state["optimizer_steps"])
+        self.sampling_generator.set_state(state["sampling_generator"])
+        torch.set_rng_state(state["torch_rng"])
+        version, internal, gauss = state["python_rng"]
+        random.setstate((version, tuple(internal), gauss))
+        if "cuda_rng" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+
+
+def _py_state():
+    version, internal, gauss = random.getstate()
+    return version, list(internal), gauss
