@@ -1,9 +1,12 @@
+import os
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+# No test may reach a model hub: tiny HF models are built in-process and saved to tmp folders.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Tests import shared helpers (fixture_utils) from this folder.
 sys.path.insert(0, str(Path(__file__).parent))
 # Tiny models: one thread is fastest, and two fight badly on a loaded 2-core machine.

@@ -11,6 +11,11 @@ Schedules, for token t of T and guidance scale s (all equal s at the last token)
   linear:        1 + (s - 1) * t / (T - 1)
   power-cosine:  1 + (s - 1) * (1 - cos(pi * (t / (T - 1)) ** power)) / 2
 `cfg_interval` = k > -1 (the reference's option) stops guidance after token k + 1.
+
+Per-sample randomness: `generate(..., uniforms=u)` with u [B, T] in [0, 1) draws token t of row b by inverse CDF at
+u[b, t] instead of `torch.multinomial`. The same categorical distribution, but each row's draws are its own, so an
+image depends on its own noise only, not on the batch it was generated in (mass sampling derives u from the sample
+index: resumable, shardable, batch-size independent up to floating-point reduction order).
 """
 from __future__ import annotations
 
@@ -19,6 +24,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from vapi.models.protocols import PromptCondition, cat_conditions, condition_size
 
 CFG_SCHEDULES = ("constant", "linear", "power-cosine")
 
@@ -61,12 +68,21 @@ def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> t
     return logits
 
 
-def sample_next(logits: torch.Tensor, cfg: SamplingConfig, generator: torch.Generator | None = None) -> torch.Tensor:
-    """logits [B, V] → token ids [B] (int64)."""
+def sample_next(logits: torch.Tensor, cfg: SamplingConfig, generator: torch.Generator | None = None,
+                uniform: torch.Tensor | None = None) -> torch.Tensor:
+    """logits [B, V] → token ids [B] (int64). `uniform` [B] in [0, 1): inverse-CDF draws instead of multinomial."""
     if cfg.greedy:
         return logits.argmax(dim=-1)
-    probs = F.softmax(filter_logits(logits / cfg.temperature, cfg.top_k, cfg.top_p), dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    if uniform is None:
+        probs = F.softmax(filter_logits(logits / cfg.temperature, cfg.top_k, cfg.top_p), dim=-1)
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    # float32 at least: a bf16 CDF over 16k tokens would be too coarse to invert
+    logits = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+    cdf = F.softmax(filter_logits(logits / cfg.temperature, cfg.top_k, cfg.top_p), dim=-1).cumsum(-1)  # [B, V]
+    # Scaling u by the total keeps it below cdf[-1] despite rounding; the first index with cdf > u then always has
+    # positive probability (a filtered token adds exactly 0 to the running sum).
+    u = uniform.to(cdf.device, cdf.dtype).unsqueeze(-1) * cdf[:, -1:]  # [B, 1]
+    return torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp_max(cdf.shape[-1] - 1)
 
 
 def cfg_scale_at(t: int, num_tokens: int, cfg: SamplingConfig) -> float:
@@ -88,36 +104,40 @@ def guide(logits: torch.Tensor, scale: float) -> torch.Tensor:
 
 
 @torch.no_grad()
-def generate(model, cond: torch.Tensor, cfg: SamplingConfig | None = None, *, num_tokens: int | None = None,
-             cond_mask: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-    """KV-cache generation. cond: [B] class ids or [B, L, C] caption features → tokens [B, T] (int64).
+def generate(model, cond, cfg: SamplingConfig | None = None, *, num_tokens: int | None = None,
+             cond_mask: torch.Tensor | None = None, generator: torch.Generator | None = None,
+             uniforms: torch.Tensor | None = None) -> torch.Tensor:
+    """KV-cache generation. cond: [B] class ids, [B, L, C] caption features (with `cond_mask`) or a PromptCondition
+    → tokens [B, T] (int64).
 
-    `model` is a LlamaGen-like generator with `prefill`, `decode`, `setup_cache`, `clear_cache`, `null_condition`.
+    `uniforms` [B, T] in [0, 1): per-row sampling noise (see the module docstring); `generator` is then unused.
+
+    `model` is a `vapi.models.protocols.Generator` (`prefill`, `decode`, `clear_cache`, `null_condition`).
     The model is put in eval mode for the call and restored afterwards.
     """
     cfg = cfg or SamplingConfig()
     T = num_tokens or model.num_image_tokens
     use_cfg = cfg.cfg_scale != 1.0
-    B = cond.shape[0]
+    cond = PromptCondition(cond, cond_mask) if cond_mask is not None else cond
+    B, device = condition_size(cond), _device(cond)
+    if uniforms is not None and tuple(uniforms.shape) != (B, T):
+        raise ValueError(f"uniforms must be [B, T] = [{B}, {T}], got {tuple(uniforms.shape)}")
+    uniforms = uniforms.to(device) if uniforms is not None else None
     if use_cfg:
-        cond = torch.cat([cond, model.null_condition(cond)])  # [2B, ...]: cond first, as the reference
-        if cond_mask is not None:
-            cond_mask = torch.cat([cond_mask, cond_mask])
-    n_cls = model.config.cls_token_num
+        cond = cat_conditions([cond, model.null_condition(cond)])  # [2B, ...]: cond first, as the reference
     was_training = model.training
     model.eval()
-    model.setup_cache(cond.shape[0], n_cls + T)
     try:
-        tokens = torch.empty(B, T, dtype=torch.long, device=cond.device)
-        logits = model.prefill(cond, cond_mask)  # [B or 2B, V]
+        tokens = torch.empty(B, T, dtype=torch.long, device=device)
+        logits = model.prefill(cond, T)  # [B or 2B, V]
         for t in range(T):
             if t > 0:
                 feed = tokens[:, t - 1]
-                logits = model.decode(torch.cat([feed, feed]) if use_cfg else feed, n_cls + t - 1, cond_mask)
+                logits = model.decode(torch.cat([feed, feed]) if use_cfg else feed, t - 1)
             if use_cfg:
                 scale = cfg_scale_at(t, T, cfg)
                 logits = guide(logits, scale) if scale != 1.0 else logits[:B]
-            tokens[:, t] = sample_next(logits, cfg, generator)
+            tokens[:, t] = sample_next(logits, cfg, generator, None if uniforms is None else uniforms[:, t])
         return tokens
     finally:
         model.clear_cache()
@@ -125,7 +145,7 @@ def generate(model, cond: torch.Tensor, cfg: SamplingConfig | None = None, *, nu
 
 
 @torch.no_grad()
-def generate_uncached(model, cond: torch.Tensor, cfg: SamplingConfig | None = None, *,
+def generate_uncached(model, cond, cfg: SamplingConfig | None = None, *,
                       num_tokens: int | None = None, cond_mask: torch.Tensor | None = None,
                       generator: torch.Generator | None = None) -> torch.Tensor:
     """The same generation by recomputing the whole prefix at each step (no KV cache): the benchmark's baseline
@@ -133,17 +153,16 @@ def generate_uncached(model, cond: torch.Tensor, cfg: SamplingConfig | None = No
     cfg = cfg or SamplingConfig()
     T = num_tokens or model.num_image_tokens
     use_cfg = cfg.cfg_scale != 1.0
-    B = cond.shape[0]
-    full_cond = torch.cat([cond, model.null_condition(cond)]) if use_cfg else cond
-    if use_cfg and cond_mask is not None:
-        cond_mask = torch.cat([cond_mask, cond_mask])
+    cond = PromptCondition(cond, cond_mask) if cond_mask is not None else cond
+    B = condition_size(cond)
+    full_cond = cat_conditions([cond, model.null_condition(cond)]) if use_cfg else cond
     was_training = model.training
     model.eval()
     try:
-        tokens = torch.zeros(B, T, dtype=torch.long, device=cond.device)
+        tokens = torch.zeros(B, T, dtype=torch.long, device=_device(cond))
         for t in range(T):
             ctx = torch.cat([tokens, tokens]) if use_cfg else tokens
-            logits = model.teacher_forced_logits(full_cond, ctx[:, : t + 1], cond_mask)[:, t]  # [B or 2B, V]
+            logits = model.teacher_forced_logits(full_cond, ctx[:, : t + 1])[:, t]  # [B or 2B, V]
             if use_cfg:
                 scale = cfg_scale_at(t, T, cfg)
                 logits = guide(logits, scale) if scale != 1.0 else logits[:B]
@@ -151,3 +170,7 @@ def generate_uncached(model, cond: torch.Tensor, cfg: SamplingConfig | None = No
         return tokens
     finally:
         model.train(was_training)
+
+
+def _device(cond) -> torch.device:
+    return cond.inputs.device if isinstance(cond, PromptCondition) else cond.device

@@ -1,23 +1,34 @@
-"""`vapi sample`: class-conditional images from a LlamaGen GPT + VQ tokenizer, saved as one PNG grid.
+"""`vapi sample`: class-conditional images from a LlamaGen GPT + VQ tokenizer, as a PNG grid or, at scale, as a
+resumable PNG folder + ADM `.npz` for FID.
 
 Presets come from the weights' shapes, the image size from --image-size or the GPT file name (else 256).
 Defaults are LlamaGen's `sample_c2i.py` values: CFG 4.0, top-k 2000, top-p 1.0, temperature 1.0, seed 0.
 
     vapi sample --gpt c2i_B_256.pt --vq vq_ds16_c2i.pt --classes 207,360,387,974 --cfg 4 --out grid.png
 
-The pieces (`load_generator`, `sampling_config`, `parse_class_ids`, `sample_images`) are reusable for a
-mass-sampling mode (N samples per class into an ADM npz).
+Mass mode (`--num-samples`): images i = 0..N-1 with labels uniform over the classes (or --labels balanced), each
+from its own seed (seed, i), written as OUT_DIR/samples/{i:06d}.png in shards of --shard-size; finished shards are
+skipped on rerun, and OUT_DIR/samples.npz (arr_0 uint8 NHWC, arr_1 labels) is written once all are done. Under
+torchrun (RANK / WORLD_SIZE / LOCAL_RANK set) each rank does every WORLD_SIZE-th shard and rank 0 writes the npz.
+
+    vapi sample --gpt c2i_XXL_384.pt --vq vq_ds16_c2i.pt --num-samples 50000 --out-dir samples/xxl \\
+        --cfg 1.75 --top-k 0 --resize 256 --precision bf16
 """
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 
 from vapi.cli import UserError
 from vapi.commands.model_args import add_model_options, gpt_overrides, positive_int, resolve_device
+from vapi.commands.sample_text import add_text_options, is_text_mode, run_text
+from vapi.config import get_dtype
+from vapi.eval.sample_many import LABEL_MODES, sample_many, wait_for_shards, write_samples_npz
 from vapi.imageio import save_grid
 from vapi.models.checkpoint import GeneratorAndTokenizer, build_generator_and_tokenizer
 from vapi.sampling import CFG_SCHEDULES, SamplingConfig, generate
@@ -36,17 +47,30 @@ def add_sampling_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("sample", help="sample class-conditional images into a PNG grid",
+    p = subparsers.add_parser("sample", help="sample class-conditional images: a PNG grid, or N images + ADM npz",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--gpt", required=True, help="GPT checkpoint (official file or vapi folder)")
-    p.add_argument("--vq", required=True, help="VQ tokenizer checkpoint (official file or vapi folder)")
+    p.add_argument("--vq", help="VQ tokenizer checkpoint (official file or vapi folder); not for --model-kind janus")
     add_model_options(p)
-    p.add_argument("--classes", required=True, help="class ids, e.g. 207,360 or 0-9")
-    p.add_argument("--n-per-class", type=positive_int, default=1)
-    p.add_argument("--out", required=True, help="PNG grid to write")
-    p.add_argument("--nrow", type=positive_int, default=None,
-                   help="images per grid row (default: one class per row, or all in one row)")
+    grid = p.add_argument_group("grid mode")
+    grid.add_argument("--classes", help="class ids, e.g. 207,360 or 0-9")
+    grid.add_argument("--n-per-class", type=positive_int, default=1)
+    grid.add_argument("--out", help="PNG grid to write")
+    grid.add_argument("--nrow", type=positive_int, default=None,
+                      help="images per grid row (default: one class per row, or all in one row)")
+    mass = p.add_argument_group("mass mode (FID batches)")
+    mass.add_argument("--num-samples", type=positive_int, help="number of images N (e.g. 50000)")
+    mass.add_argument("--out-dir", help="folder for samples/, shards/ and samples.npz")
+    mass.add_argument("--labels", choices=LABEL_MODES, default="uniform",
+                      help="uniform-random class ids (as the ADM reference batch) or balanced (i %% classes)")
+    mass.add_argument("--resize", type=positive_int, default=None,
+                      help="bicubic resize to this size after decoding (e.g. 256 for 384-px models)")
+    mass.add_argument("--shard-size", type=positive_int, default=500, help="images per resumable shard")
+    mass.add_argument("--npz", default=None, help="npz path (default: OUT_DIR/samples.npz)")
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                   help="GPT weights dtype (LlamaGen samples in bf16); the VQ decoder stays fp32")
     add_sampling_options(p)
+    add_text_options(p)
     p.set_defaults(func=run)
     return p
 
@@ -94,12 +118,41 @@ def sample_images(bundle: GeneratorAndTokenizer, labels: torch.Tensor, cfg: Samp
         yield bundle.vq.decode(tokens, grid=(grid, grid)).float()
 
 
+def _dist_env() -> tuple[int, int, int]:
+    """(rank, world_size, local_rank) from torchrun's environment; (0, 1, 0) when run directly."""
+    try:
+        return tuple(int(os.environ.get(k, d)) for k, d in (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0)))
+    except ValueError as e:
+        raise UserError(f"bad RANK / WORLD_SIZE / LOCAL_RANK in the environment: {e}") from None
+
+
 def run(args: argparse.Namespace) -> int:
+    if is_text_mode(args):
+        return run_text(args, sampling_config(args))
+    if not args.vq:
+        raise UserError("--vq is required: the VQ tokenizer checkpoint the GPT was trained with")
+    mass = args.num_samples is not None or args.out_dir is not None
+    if mass and (args.num_samples is None or args.out_dir is None):
+        raise UserError("mass mode needs both --num-samples and --out-dir")
+    if mass and (args.classes or args.out):
+        raise UserError("--classes/--out (grid) and --num-samples/--out-dir (mass sampling) are separate modes")
+    if not mass and not (args.classes and args.out):
+        raise UserError("give --classes and --out for a grid, or --num-samples and --out-dir for mass sampling")
+    rank, world, local_rank = _dist_env()
+    if not mass and rank != 0:
+        return 0  # a grid is a handful of images: under torchrun rank 0 alone draws and writes it
     device = resolve_device(args.device)
+    if device.type == "cuda" and device.index is None and world > 1:
+        device = torch.device("cuda", local_rank)  # one GPU per torchrun process
     cfg = sampling_config(args)
     bundle = load_generator(args, device)
     if bundle.gpt.config.model_type != "c2i":
-        raise UserError("this GPT is text-conditional (t2i); `vapi sample` draws class-conditional (c2i) images")
+        raise UserError("this GPT is text-conditional (t2i): give --prompt/--prompts and --text-encoder")
+    bundle.gpt.to(get_dtype(args.precision))
+    return run_mass(args, bundle, cfg, rank, world) if mass else run_grid(args, bundle, cfg, device)
+
+
+def run_grid(args: argparse.Namespace, bundle: GeneratorAndTokenizer, cfg: SamplingConfig, device) -> int:
     ids = parse_class_ids(args.classes, bundle.gpt.config.num_classes)
     labels = torch.tensor(ids, device=device).repeat_interleave(args.n_per_class)  # [N], class-major
     generator = torch.Generator(device=device).manual_seed(args.seed)
@@ -108,4 +161,23 @@ def run(args: argparse.Namespace) -> int:
     nrow = args.nrow or (args.n_per_class if args.n_per_class > 1 else len(ids))
     path = save_grid(images, args.out, nrow=nrow)
     print(f"wrote {path}: {images.shape[0]} images of {bundle.image_size} px in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def run_mass(args: argparse.Namespace, bundle: GeneratorAndTokenizer, cfg: SamplingConfig, rank: int,
+             world: int) -> int:
+    # What else decides the pixels joins the manifest, so resuming against other weights is refused.
+    settings = {"gpt": str(Path(args.gpt).resolve()), "vq": str(Path(args.vq).resolve()),
+                "precision": args.precision, "ema": args.ema}
+    res = sample_many(bundle, args.out_dir, args.num_samples, cfg, seed=args.seed, labels=args.labels,
+                      shard_size=args.shard_size, batch_size=args.batch_size, resize=args.resize, rank=rank,
+                      world_size=world, settings=settings, progress=rank == 0)
+    rate = f", {res.images / res.seconds:.2f} img/s" if res.images else ""
+    print(f"rank {rank}/{world}: generated {res.shards_done} shards ({res.images} images{rate}), "
+          f"skipped {res.shards_skipped} finished shards")
+    if rank != 0:
+        return 0
+    wait_for_shards(args.out_dir, args.num_samples)  # the other ranks' shards; immediate on one process
+    path = write_samples_npz(args.out_dir, args.num_samples, args.npz)
+    print(f"wrote {path}: {args.num_samples} images of {args.resize or bundle.image_size} px")
     return 0

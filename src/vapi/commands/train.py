@@ -1,4 +1,6 @@
-"""`vapi train --config FILE [key=value ...]`: VA-π post-training of a generator on a folder of images."""
+"""`vapi train --config FILE [key=value ...]`: VA-π post-training of a generator on a folder of images.
+
+The same command runs on N GPUs: `torchrun --nproc_per_node N -m vapi train ... train.parallel=ddp|fsdp`."""
 from __future__ import annotations
 
 import argparse
@@ -22,10 +24,13 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    from vapi.training.distributed import init_distributed
     from vapi.training.run import train
 
     cfg = load_config(RunConfig, args.config, args.overrides)
-    metrics = train(cfg, resume=args.resume or False)
-    print(f"done: {cfg.train.max_steps} steps in {cfg.train.output_dir}; last reward "
-          f"{metrics.get('reward', float('nan')):.4f}")
+    dist = init_distributed(cfg.train.device)  # `python -m vapi` leaves the process group at exit
+    metrics = train(cfg, resume=args.resume or False, dist=dist)
+    if dist.is_main:
+        print(f"done: {cfg.train.max_steps} steps in {cfg.train.output_dir}; last reward "
+              f"{metrics.get('reward', float('nan')):.4f}")
     return 0

@@ -273,14 +273,19 @@ class HFDiskDataset(_RobustImageDataset):
             return to_rgb(image), label
 
 
-DATA_KINDS = ("auto", "imagefolder", "hf", "procedural")
+DATA_KINDS = ("auto", "imagefolder", "hf", "procedural", "captions", "webdataset")
 HF_MARKERS = ("dataset_dict.json", "state.json", "dataset_info.json")  # what save_to_disk writes
 
 
 @dataclass
 class DataConfig:
-    path: str = helpf("", "image folder or save_to_disk folder; unused by kind=procedural")
-    kind: str = helpf("auto", "auto | imagefolder | hf | procedural; auto looks for save_to_disk's JSON files")
+    path: str = helpf("", "image folder, save_to_disk folder, caption folder or tar shards (folder, glob, "
+                          "{000..073}, comma list); unused by kind=procedural")
+    kind: str = helpf("auto", "auto | imagefolder | hf | procedural | captions (images + .jsonl/.csv) | webdataset "
+                              "(tar shards of jpg + txt/json); auto looks for .tar files, a captions file, "
+                              "save_to_disk's JSON files")
+    captions_file: str = helpf("", "captions: the .jsonl/.csv (default: the one in data.path)")
+    caption_column: str = helpf("", "captions: caption column (default: caption | text | prompt)")
     image_size: int = helpf(256, "output side after the ADM center crop (procedural: render size)")
     num_classes: int | None = helpf(None, "None: discovered from the data; set: checked against it")
     validate: bool = helpf(True, "imagefolder: header-check every file at construction")
@@ -309,6 +314,14 @@ def build_dataset(spec: DataConfig) -> Dataset:
         raise ValueError("data.path is empty: point it at an image folder or save_to_disk folder, "
                          "or set data.kind=procedural for the embedded demo dataset")
     path = os.path.expanduser(spec.path)
+    if kind in ("auto", "captions", "webdataset"):
+        from vapi.data.captions import CaptionFolderDataset, CaptionTarDataset, detect_caption_layout
+
+        kind = (detect_caption_layout(path) if kind == "auto" else None) or kind
+        if kind == "webdataset":
+            return CaptionTarDataset(path, spec.image_size)
+        if kind == "captions":
+            return CaptionFolderDataset(path, spec.image_size, spec.captions_file, spec.caption_column)
     if kind == "auto":
         kind = "hf" if any(os.path.isfile(os.path.join(path, m)) for m in HF_MARKERS) else "imagefolder"
     if kind == "hf":

@@ -6,7 +6,10 @@ when it has a classifier head, logits [N, C]. Two adapters:
 - `InceptionV3Extractor`: torch-fidelity's port of the TF FID Inception graph (optional extra `vapi[eval]`). It
   yields ADM's `pool_3` features (2048) and the unbiased logits (1008) ADM's IS softmax uses. Weights are never
   downloaded here: pass `weights_path`, or place torch-fidelity's file in `$TORCH_HOME/hub/checkpoints/`.
-  ADM's sFID features (`mixed_6/conv`) are not exposed by the port, so sFID needs precomputed statistics.
+  With `spatial=True` it also returns ADM's sFID features: TF `mixed_6/conv` is the 1x1 branch of the fourth 17x17
+  block (`Mixed_6d.branch1x1`, after its ReLU); ADM keeps its first 7 channels and flattens them in TF's NHWC order
+  ([N, 17 * 17 * 7 = 2023]), which we reproduce so the features line up with the `mu_s`/`sigma_s` of ADM reference
+  batches.
 - `ClassifierExtractor`: any `nn.Module` with a `features(x)` method and an optional head module (the CPU demo's
   small classifier). Its metrics are for relative comparisons only, never comparable to published FIDs.
 
@@ -36,7 +39,9 @@ class FeatureExtractor(Protocol):
     name: str  # identifies network + weights; keys the reference-statistics cache
 
     def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """images [N, 3, H, W] uint8 or float in [-1, 1] -> (pool features [N, D], logits [N, C] or None)."""
+        """images [N, 3, H, W] uint8 or float in [-1, 1] -> (pool features [N, D], logits [N, C] or None).
+
+        Extractors that also provide sFID features return a third element, spatial features [N, D_s]."""
         ...
 
 
@@ -76,6 +81,7 @@ class InceptionV3Extractor:
     """torch-fidelity InceptionV3 (TF FID graph port): pool_3 features [N, 2048], unbiased logits [N, 1008].
 
     `random_init=True` builds the network with seeded random weights and no file: for plumbing tests only.
+    `spatial=True` adds a third output, ADM's sFID features [N, 2023] (see the module docstring).
     """
 
     def __init__(
@@ -83,6 +89,7 @@ class InceptionV3Extractor:
         weights_path: str | os.PathLike | None = None,
         device: str | torch.device = "cpu",
         random_init: bool = False,
+        spatial: bool = False,
     ):
         resolved = None if random_init else resolve_inception_weights(weights_path)
         try:
@@ -108,6 +115,11 @@ class InceptionV3Extractor:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(0)
                 self.net = _RandomInit("inception-v3-compat", features, feature_extractor_weights_path=empty)
+                # PyTorch's default conv init shrinks activations ~3x per layer: after ~90 layers the features are
+                # ~1e-8 and every distance is 0. He init keeps them O(1), so tests see non-degenerate numbers.
+                for m in self.net.modules():
+                    if isinstance(m, (nn.Conv2d, nn.Linear)):
+                        nn.init.kaiming_normal_(m.weight, nonlinearity="relu" if isinstance(m, nn.Conv2d) else "linear")
             self.name = "inception-v3-random-init"
         else:
             self.net = FeatureExtractorInceptionV3(
@@ -116,12 +128,23 @@ class InceptionV3Extractor:
             self.name = "inception-v3-tf-2015-12-05"
         self.device = torch.device(device)
         self.net.to(self.device).eval()
+        self.spatial, self._captured = spatial, None
+        if spatial:
+            self.net.Mixed_6d.branch1x1.register_forward_hook(self._capture)
+
+    def _capture(self, module, inputs, output: torch.Tensor) -> None:
+        self._captured = output  # [N, 192, 17, 17], after BN + ReLU as TF's `mixed_6/conv`
 
     @torch.inference_mode()
-    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         x = to_uint8(images).to(self.device)  # [N, 3, H, W] uint8; the port resizes to 299 like TF1 bilinear
         pool, logits = self.net(x)  # [N, 2048], [N, 1008]
-        return pool.float().cpu(), logits.float().cpu()
+        if not self.spatial:
+            return pool.float().cpu(), logits.float().cpu()
+        # ADM: spatial[..., :7] of the NHWC tensor, flattened (h, w, c): the order its mu_s / sigma_s use
+        spatial = self._captured[:, :7].permute(0, 2, 3, 1).flatten(1)  # [N, 17 * 17 * 7]
+        self._captured = None
+        return pool.float().cpu(), logits.float().cpu(), spatial.float().cpu()
 
 
 def _module_hash(module: nn.Module) -> str:
@@ -170,25 +193,32 @@ def compute_features(
     batch_size: int = 64,
     total: int | None = None,
     progress: bool = True,
-) -> tuple[np.ndarray, np.ndarray | None]:
+    return_spatial: bool = False,
+) -> tuple[np.ndarray, np.ndarray | None] | tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Run `extractor` over images in batches of at most `batch_size`.
 
     `images` is one array [N, ...] or an iterable of batches (tensors or arrays, NCHW or NHWC).
-    Returns (features [N, D] float32, logits [N, C] float32 or None).
+    Returns (features [N, D] float32, logits [N, C] float32 or None), plus spatial features [N, D_s] (or None when
+    the extractor has none) with `return_spatial`.
     """
     if torch.is_tensor(images) or isinstance(images, np.ndarray):
         array, total = images, len(images)
         images = (array[i : i + batch_size] for i in range(0, total, batch_size))
-    feats, logits = [], []
+    feats, logits, spatial = [], [], []
     with tqdm(total=total, unit="img", desc=f"features ({extractor.name})", disable=not progress) as bar:
         for batch in images:
             batch = _as_nchw(batch)  # [b, 3, H, W]
             for i in range(0, batch.shape[0], batch_size):
-                f, lg = extractor(batch[i : i + batch_size])  # [b', D], [b', C] | None
+                f, lg, *sp = extractor(batch[i : i + batch_size])  # [b', D], [b', C] | None, ([b', D_s])
                 feats.append(f.numpy())
                 if lg is not None:
                     logits.append(lg.numpy())
+                if sp and sp[0] is not None:
+                    spatial.append(sp[0].numpy())
                 bar.update(f.shape[0])
     if not feats:
         raise ValueError("compute_features got no images")
-    return np.concatenate(feats).astype(np.float32), (np.concatenate(logits).astype(np.float32) if logits else None)
+    out = (np.concatenate(feats).astype(np.float32), np.concatenate(logits).astype(np.float32) if logits else None)
+    if return_spatial:
+        return (*out, np.concatenate(spatial).astype(np.float32) if spatial else None)
+    return out

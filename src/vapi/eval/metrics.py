@@ -5,9 +5,9 @@ ADM evaluator (`guided-diffusion/evaluations/evaluator.py`), which AR-generation
 
 - FID: `|mu1 - mu2|^2 + tr(S1) + tr(S2) - 2 tr(sqrtm(S1 S2))`, eps=1e-6 diagonal offset when the product is
   singular, imaginary parts dropped when the diagonal's is below 1e-3.
-- IS: `exp(E_x KL(p(y|x) || p(y)))` per split, over contiguous splits. ADM uses fixed 5000-sample splits, which is
-  the same as `splits=10` for the standard 50k samples; here `0 * log 0 = 0`, so exactly one-hot rows are allowed
-  (ADM would return NaN).
+- IS: `exp(E_x KL(p(y|x) || p(y)))` per split, over contiguous splits. ADM uses fixed 5000-sample splits
+  (`split_size=5000`), the same as `splits=10` for the standard 50k samples; here `0 * log 0 = 0`, so exactly
+  one-hot rows are allowed (ADM would return NaN).
 - Precision/recall: Kynkäänniemi et al. (2019) manifolds with k=3, squared Euclidean distances. Departure: ADM
   computes distances in float16 when finite; here they are computed in the features' dtype (at least float32),
   so borderline samples may differ at the float16 rounding level.
@@ -60,13 +60,21 @@ def frechet_distance(
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean))
 
 
-def inception_score(probs: np.ndarray, splits: int = 10) -> tuple[float, float]:
-    """(mean, std) over `splits` contiguous chunks of exp(mean_x KL(p(y|x) || p(y))); probs [N, C] rows sum to 1."""
+def inception_score(probs: np.ndarray, splits: int = 10, split_size: int | None = None) -> tuple[float, float]:
+    """(mean, std) over `splits` contiguous chunks of exp(mean_x KL(p(y|x) || p(y))); probs [N, C] rows sum to 1.
+
+    `split_size` instead cuts chunks of that many rows, the last one shorter (ADM: 5000, whatever N is)."""
     probs = np.asarray(probs, dtype=np.float64)
-    if probs.ndim != 2 or probs.shape[0] < splits:
+    if split_size is not None:
+        if probs.ndim != 2 or probs.shape[0] < 1 or split_size < 1:
+            raise ValueError(f"inception_score needs probs [N>=1, C] and split_size >= 1, got {probs.shape}")
+        parts = [probs[i : i + split_size] for i in range(0, probs.shape[0], split_size)]
+    elif probs.ndim != 2 or probs.shape[0] < splits:
         raise ValueError(f"inception_score needs probs [N>={splits}, C], got {probs.shape}")
+    else:
+        parts = np.array_split(probs, splits, axis=0)
     scores = []
-    for part in np.array_split(probs, splits, axis=0):  # part: [~N/splits, C]
+    for part in parts:  # part: [n, C]
         marginal = part.mean(axis=0, keepdims=True)  # [1, C]
         kl = xlogy(part, part) - xlogy(part, marginal)  # [n, C]; 0 where part == 0
         scores.append(np.exp(kl.sum(axis=1).mean()))

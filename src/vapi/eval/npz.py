@@ -4,9 +4,10 @@ Sample batches use the layout the OpenAI ADM evaluator reads: `arr_0` uint8 [N, 
 `arr_1` int64 labels [N], written uncompressed with `np.savez` so the evaluator can stream them. Reference batches
 such as `VIRTUAL_imagenet256_labeled.npz` also hold `mu`/`sigma` (pool_3, TF Inception) and `mu_s`/`sigma_s` (sFID).
 
-`load_reference()` returns a `ReferenceStats`: the file's `mu`/`sigma` when present, otherwise statistics of features
-computed from `arr_0` or an image folder; features are also computed when an extractor is given, because
-precision/recall needs them. Computed results are cached in `<cache_dir>/ref-<extractor>-<content hash>.npz`.
+`load_reference()` returns a `ReferenceStats`: the file's `mu`/`sigma` (and `mu_s`/`sigma_s`) when present, otherwise
+statistics of features computed from `arr_0` or an image folder (sFID statistics too when the extractor gives spatial
+features); features are also computed when an extractor is given, because precision/recall needs them. Computed
+results are cached in `<cache_dir>/ref-<extractor>-<content hash>.npz`.
 """
 
 from __future__ import annotations
@@ -50,22 +51,119 @@ def save_npz(path: str | os.PathLike, images, labels=None) -> Path:
     return path
 
 
+class NpzWriter:
+    """Write an npz array by array, and the big one batch by batch, so 50k x 256^2 images (~10 GB) never sit in
+    memory. Same container as `np.savez`: an uncompressed zip of `.npy` v1.0 members (zip64), written to a temporary
+    name and renamed on a clean exit.
+
+        with NpzWriter("samples.npz") as w:
+            w.begin("arr_0", (N, H, W, 3), np.uint8)
+            for batch in batches: w.write(batch)   # [b, H, W, 3]
+            w.add("arr_1", labels)
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        self._zip = zipfile.ZipFile(self._tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True)
+        self._member, self._left, self._item = None, 0, None
+
+    def begin(self, key: str, shape: tuple[int, ...], dtype) -> None:
+        """Start member `key` of `shape` [N, ...]; fill it with `write` calls totalling N items."""
+        self._finish_member()
+        dtype = np.dtype(dtype)
+        self._member = self._zip.open(f"{key}.npy", "w", force_zip64=True)
+        header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": tuple(shape)}
+        np.lib.format.write_array_header_1_0(self._member, header)
+        self._key, self._left, self._item, self._dtype = key, shape[0], tuple(shape[1:]), dtype
+
+    def write(self, batch: np.ndarray) -> None:
+        batch = np.asarray(batch)
+        if self._member is None or batch.dtype != self._dtype or batch.shape[1:] != self._item:
+            raise ValueError(f"npz member {getattr(self, '_key', None)!r} expects [b, {self._item}] "
+                             f"{getattr(self, '_dtype', None)}, got {batch.shape} {batch.dtype}")
+        if batch.shape[0] > self._left:
+            raise ValueError(f"npz member {self._key!r}: {batch.shape[0]} more items than its declared length")
+        self._member.write(np.ascontiguousarray(batch).tobytes())
+        self._left -= batch.shape[0]
+
+    def add(self, key: str, array) -> None:
+        """Write a whole (small) array as member `key`."""
+        array = np.asarray(array)
+        self.begin(key, array.shape, array.dtype)
+        if array.ndim:
+            self.write(array)
+        else:
+            self._member.write(array.tobytes())
+            self._left = 0
+
+    def _finish_member(self) -> None:
+        if self._member is None:
+            return
+        if self._left:
+            raise ValueError(f"npz member {self._key!r} is {self._left} items short of its declared length")
+        self._member.close()
+        self._member = None
+
+    def __enter__(self) -> NpzWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        ok = False
+        try:
+            if exc_type is None:
+                self._finish_member()
+                ok = True
+        finally:
+            if self._member is not None:
+                self._member.close()
+            self._zip.close()
+            if ok:
+                os.replace(self._tmp, self.path)
+            else:
+                self._tmp.unlink(missing_ok=True)
+
+
 def load_npz(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:
     """Read a whole ADM sample batch: (images uint8 [N, H, W, 3], labels [N] or None)."""
     with np.load(path) as z:
         return z["arr_0"], (z["arr_1"] if "arr_1" in z.files else None)
 
 
+def _read_npy_header(f, where: str) -> tuple[tuple[int, ...], np.dtype]:
+    version = np.lib.format.read_magic(f)
+    if version not in ((1, 0), (2, 0)):
+        raise ValueError(f"{where} uses .npy format {version}; ADM's evaluator reads 1.0/2.0 only")
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, fortran, dtype = read_header(f)
+    if fortran or dtype.hasobject:
+        raise ValueError(f"{where} is not a C-ordered plain array")
+    return shape, dtype
+
+
+def _open_member(zf: zipfile.ZipFile, path, key: str):
+    if f"{key}.npy" not in zf.namelist():
+        raise ValueError(f"{path} has no {key!r} array (an ADM sample batch holds images in arr_0)")
+    return zf.open(f"{key}.npy")
+
+
+def npz_shape(path: str | os.PathLike, key: str = "arr_0") -> tuple[int, ...]:
+    """Shape of array `key` in an npz, read from its header only."""
+    with zipfile.ZipFile(path) as zf, _open_member(zf, path, key) as f:
+        return _read_npy_header(f, f"{path}:{key}")[0]
+
+
+def load_npz_labels(path: str | os.PathLike) -> np.ndarray | None:
+    """The labels `arr_1` [N] of an ADM sample batch, or None, without reading the images."""
+    with np.load(path) as z:
+        return z["arr_1"] if "arr_1" in z.files else None
+
+
 def iter_npz_images(path: str | os.PathLike, batch_size: int, key: str = "arr_0") -> Iterator[np.ndarray]:
     """Stream `key` from an npz in batches [b, H, W, 3] without loading it whole (50k x 256^2 images are ~10 GB)."""
-    with zipfile.ZipFile(path) as zf, zf.open(f"{key}.npy") as f:
-        version = np.lib.format.read_magic(f)
-        if version not in ((1, 0), (2, 0)):
-            raise ValueError(f"{path}:{key} uses .npy format {version}; ADM's evaluator reads 1.0/2.0 only")
-        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, fortran, dtype = read_header(f)
-        if fortran or dtype.hasobject:
-            raise ValueError(f"{path}:{key} is not a C-ordered plain array")
+    with zipfile.ZipFile(path) as zf, _open_member(zf, path, key) as f:
+        shape, dtype = _read_npy_header(f, f"{path}:{key}")
         per_item = int(np.prod(shape[1:])) * dtype.itemsize
         for start in range(0, shape[0], batch_size):
             n = min(batch_size, shape[0] - start)
@@ -116,7 +214,7 @@ class ReferenceStats:
     mu: np.ndarray  # [D]
     sigma: np.ndarray  # [D, D]
     features: np.ndarray | None = None  # [N, D]; needed for precision/recall
-    mu_s: np.ndarray | None = None  # [D_s] sFID statistics, from ADM reference files only
+    mu_s: np.ndarray | None = None  # [D_s] sFID statistics: the file's, or from a spatial extractor
     sigma_s: np.ndarray | None = None  # [D_s, D_s]
 
 
@@ -151,18 +249,25 @@ def load_reference(
     cache = None
     if cache_dir is not None:
         cache = Path(cache_dir) / f"ref-{extractor.name}-{content_hash(source)[:16]}.npz"
+    want_spatial = bool(getattr(extractor, "spatial", False))
+    cached = {}
     if cache is not None and cache.is_file():
         with np.load(cache) as z:
-            feats, mu, sigma = z["features"], z["mu"], z["sigma"]
+            cached = {k: z[k] for k in z.files}
+    if cached and (not want_spatial or "mu_s" in cached):  # a cache without sFID stats is redone when asked for
+        feats, mu, sigma = cached["features"], cached["mu"], cached["sigma"]
+        mu_s, sigma_s = cached.get("mu_s"), cached.get("sigma_s")
     else:
         batches = iter_npz_images(source, batch_size) if source.is_file() else iter_image_folder(source, batch_size)
-        feats, _ = compute_features(extractor, batches, batch_size)  # [N, D]
+        feats, _, spatial = compute_features(extractor, batches, batch_size, return_spatial=True)  # [N, D], [N, D_s]
         mu, sigma = feature_statistics(feats)
+        mu_s, sigma_s = feature_statistics(spatial) if spatial is not None else (None, None)
         if cache is not None:
             cache.parent.mkdir(parents=True, exist_ok=True)
             tmp = cache.with_name(cache.name + ".tmp")
+            extra = {"mu_s": mu_s, "sigma_s": sigma_s} if mu_s is not None else {}
             with open(tmp, "wb") as f:
-                np.savez(f, features=feats, mu=mu, sigma=sigma)
+                np.savez(f, features=feats, mu=mu, sigma=sigma, **extra)
             os.replace(tmp, cache)
 
     if have_file_stats and prefer_file_stats:
@@ -172,4 +277,6 @@ def load_reference(
                 f"D={feats.shape[1]} features; pass prefer_file_stats=False to use the extractor's own statistics"
             )
         mu, sigma = file_stats["mu"], file_stats["sigma"]
-    return ReferenceStats(mu, sigma, feats, file_stats.get("mu_s"), file_stats.get("sigma_s"))
+        if "mu_s" in file_stats and "sigma_s" in file_stats:
+            mu_s, sigma_s = file_stats["mu_s"], file_stats["sigma_s"]
+    return ReferenceStats(mu, sigma, feats, mu_s, sigma_s)

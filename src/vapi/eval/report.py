@@ -5,6 +5,8 @@
     results = evaluate(feats, ref, sample_logits=logits)
     print(format_table(results)); write_json(results, "eval.json")
 
+or, from files, as `vapi eval` does: `evaluate_files("samples.npz", "VIRTUAL_imagenet256_labeled.npz", extractor)`.
+
 Keys: num_samples, fid; is / is_std (with logits); precision / recall (with reference features); sfid (with spatial
 features and reference sFID statistics); accuracy (with logits and labels, for class-aligned classifiers only:
 Inception's 1008 outputs are not ImageNet label ids).
@@ -26,7 +28,11 @@ from vapi.eval.metrics import (
     inception_score,
     precision_recall,
 )
-from vapi.eval.npz import ReferenceStats
+from vapi.eval.features import FeatureExtractor, compute_features
+from vapi.eval.npz import (ReferenceStats, iter_image_folder, iter_npz_images, load_npz_labels, load_reference,
+                           npz_shape)
+
+ADM_IS_SPLIT_SIZE = 5000  # ADM's evaluator scores IS over consecutive chunks of 5000 samples
 
 
 def evaluate(
@@ -38,6 +44,7 @@ def evaluate(
     sample_spatial: np.ndarray | None = None,
     k: int = 3,
     is_splits: int = 10,
+    is_split_size: int | None = None,
     pr_batch_size: int = 10000,
     device: str | torch.device | None = None,
 ) -> dict[str, float | int]:
@@ -49,7 +56,7 @@ def evaluate(
     }
     if sample_logits is not None:
         probs = torch.softmax(torch.as_tensor(sample_logits, dtype=torch.float64), dim=1).numpy()  # [N, C]
-        results["is"], results["is_std"] = inception_score(probs, splits=is_splits)
+        results["is"], results["is_std"] = inception_score(probs, splits=is_splits, split_size=is_split_size)
         if sample_labels is not None:
             results["accuracy"] = class_accuracy(sample_logits, sample_labels)
     if ref.features is not None:
@@ -60,6 +67,44 @@ def evaluate(
         mu_s, sigma_s = feature_statistics(sample_spatial)
         results["sfid"] = frechet_distance(mu_s, sigma_s, ref.mu_s, ref.sigma_s)
     return results
+
+
+def evaluate_files(
+    samples: str | os.PathLike,
+    ref: str | os.PathLike,
+    extractor: FeatureExtractor,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    batch_size: int = 64,
+    prefer_file_stats: bool = True,
+    use_labels: bool = False,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> dict[str, float | int]:
+    """Metrics of a sample batch (ADM npz or image folder) against a reference (ADM npz with mu/sigma, any npz with
+    images, or an image folder; computed statistics are cached in `cache_dir`), with ADM's IS splits.
+
+    `prefer_file_stats`: use the reference file's mu/sigma (and mu_s/sigma_s) rather than statistics of its images
+    under `extractor` (right for the real TF-ported Inception only). `use_labels`: report class accuracy from the
+    npz's arr_1 (class-aligned feature networks only). `device` is where precision/recall distances run.
+    """
+    samples = Path(samples)
+    if not samples.exists():
+        raise FileNotFoundError(f"sample batch not found: {samples}")
+    if not Path(ref).exists():
+        raise FileNotFoundError(f"reference batch not found: {ref}")
+    ref_stats = load_reference(ref, extractor, cache_dir=cache_dir, batch_size=batch_size,
+                               prefer_file_stats=prefer_file_stats)
+    labels = None
+    if samples.is_file():
+        batches, total = iter_npz_images(samples, batch_size), npz_shape(samples)[0]
+        labels = load_npz_labels(samples) if use_labels else None
+    else:
+        batches, total = iter_image_folder(samples, batch_size), None
+    feats, logits, spatial = compute_features(extractor, batches, batch_size, total=total, progress=progress,
+                                              return_spatial=True)  # [N, D], [N, C] | None, [N, D_s] | None
+    return evaluate(feats, ref_stats, sample_logits=logits, sample_labels=labels, sample_spatial=spatial,
+                    is_split_size=ADM_IS_SPLIT_SIZE, device=device)
 
 
 def format_table(results: dict[str, float | int]) -> str:

@@ -30,7 +30,8 @@ from typing import NamedTuple
 import torch
 from safetensors.torch import save_file
 
-from vapi.models.infer_config import (DEFAULT_IMAGE_SIZE, GPT_DOWNSAMPLE, GPT_KIND, VQ_KIND, CheckpointError,
+from vapi.models.classifier import Classifier
+from vapi.models.infer_config import (CLASSIFIER_KIND, DEFAULT_IMAGE_SIZE, GPT_DOWNSAMPLE, GPT_KIND, VQ_KIND, CheckpointError,
                                       detect_kind, gpt_preset_name, gpt_size_from_shapes,
                                       image_size_from_filename, infer_gpt_config, infer_vq_config, vq_preset_name)
 from vapi.models.llamagen_gpt import GPT_PRESETS, GPTConfig, LlamaGenGPT
@@ -42,7 +43,7 @@ __all__ = ["CheckpointError", "GeneratorAndTokenizer", "build_generator_and_toke
            "export_llamagen", "infer_gpt_config", "infer_vq_config", "load_gpt", "load_model", "load_pretrained",
            "load_state_dict_file", "load_vq", "read_model_config", "save_pretrained"]
 
-MODEL_CLASSES = {GPT_KIND: LlamaGenGPT, VQ_KIND: VQModel}
+MODEL_CLASSES = {GPT_KIND: LlamaGenGPT, VQ_KIND: VQModel, CLASSIFIER_KIND: Classifier}
 DEFAULT_MAX_SHARD_BYTES = 2 * 10**9
 
 
@@ -63,6 +64,8 @@ def _describe(cfg) -> str:
     if isinstance(cfg, GPTConfig):
         name = gpt_preset_name(cfg) or "custom GPT"
         return f"{name} (dim {cfg.dim}, {cfg.n_layer} layers, vocab {cfg.vocab_size}, {cfg.model_type})"
+    if not isinstance(cfg, VQConfig):
+        return f"{type(cfg).__name__} {cfg.to_dict()}"
     name = vq_preset_name(cfg) or "custom VQ"
     return f"{name} (ch {cfg.ch}, ch_mult {cfg.encoder_ch_mult}, codebook {cfg.codebook_size})"
 
@@ -77,7 +80,7 @@ def _suggestion(kind: str, sd: Mapping, used) -> str:
             if not match:
                 return f"the weights (dim {dim}, {n_layer} layers) match no LlamaGen preset: omit the preset and " \
                        f"give --n-head for a custom size"
-        else:
+        elif kind == VQ_KIND:
             name = infer_vq_config(sd)[1]
             if name and name != vq_preset_name(used):
                 return f"the weights have the shapes of {name}: use --vq-model {name}"
@@ -224,10 +227,10 @@ def _model_kind(model) -> str:
     raise TypeError(f"cannot save a {type(model).__name__}: expected LlamaGenGPT or VQModel")
 
 
-def _cpu_state_dict(model) -> dict[str, torch.Tensor]:
+def _cpu_state_dict(model, state_dict: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     # A view into a larger storage (or a shared one) is cloned: safetensors refuses shared storage.
     out = {}
-    for k, v in model.state_dict().items():
+    for k, v in (model.state_dict() if state_dict is None else state_dict).items():
         v = v.detach().cpu().contiguous()
         out[k] = v.clone() if v.untyped_storage().nbytes() != v.nbytes else v
     return out
@@ -245,14 +248,18 @@ def _shards(sd: dict[str, torch.Tensor], max_bytes: int) -> list[dict[str, torch
 
 
 def save_pretrained(model, directory: str | Path, *, max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
-                    overwrite: bool = False) -> Path:
-    """Write a vapi folder atomically: everything goes to a temp folder beside it, which is then renamed."""
+                    overwrite: bool = False, state_dict: Mapping[str, torch.Tensor] | None = None) -> Path:
+    """Write a vapi folder atomically: everything goes to a temp folder beside it, which is then renamed.
+
+    `state_dict` replaces `model.state_dict()`, e.g. the full weights gathered from an FSDP-sharded model."""
     dst = Path(directory)
+    if hasattr(model, "save_pretrained"):  # a model with its own folder format (vapi.models.janus.JanusPolicy)
+        return model.save_pretrained(dst, state_dict=state_dict)
     kind = _model_kind(model)
     if dst.exists() and not overwrite and (not dst.is_dir() or any(dst.iterdir())):
         raise CheckpointError(f"{dst} already exists; choose a new folder or overwrite it explicitly")
     dst.parent.mkdir(parents=True, exist_ok=True)
-    sd = _cpu_state_dict(model)
+    sd = _cpu_state_dict(model, state_dict)
     shards = _shards(sd, max_shard_bytes)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.tmp-", dir=dst.parent))
     try:

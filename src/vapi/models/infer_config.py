@@ -24,6 +24,7 @@ from vapi.models.llamagen_gpt import GPT_PRESETS, UNCOND_CAPTION_TOKENS, GPTConf
 from vapi.models.llamagen_vq import VQ_PRESETS, VQConfig
 
 GPT_KIND, VQ_KIND = "llamagen_gpt", "llamagen_vq"
+CLASSIFIER_KIND = "classifier"  # vapi's small feature/evaluation networks (vapi pretrain features)
 GPT_DOWNSAMPLE = 16  # VQ-16, the tokenizer every published LlamaGen GPT was trained with
 DEFAULT_IMAGE_SIZE = 256
 _VQ_PRESET_DEFAULTS = dict(ch=128, z_channels=256, num_res_blocks=2)  # what VQModel hard-codes for VQ-16 / VQ-8

@@ -21,6 +21,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from vapi.models.protocols import PromptCondition
+
 UNCOND_CAPTION_TOKENS = 120  # LlamaGen hard-wires the null caption buffer to 120 rows
 
 
@@ -307,6 +309,10 @@ class LlamaGenGPT(nn.Module):
     def num_image_tokens(self) -> int:
         return self.config.block_size
 
+    @property
+    def vocab_size(self) -> int:
+        return self.config.vocab_size
+
     def _freqs(self, positions: torch.Tensor, device) -> torch.Tensor:
         if self.freqs_cis.device != device:
             self.freqs_cis = self.freqs_cis.to(device)
@@ -316,32 +322,43 @@ class LlamaGenGPT(nn.Module):
         """[B, cls_token_num, D]; class/caption dropout applies in train mode, as in the reference."""
         return self.cls_embedding(cond, train=self.training)[:, : self.config.cls_token_num]
 
-    def null_condition(self, cond: torch.Tensor) -> torch.Tensor:
-        """The CFG null condition shaped like `cond` (null class id, or the null caption at cond's length)."""
+    def null_condition(self, cond):
+        """The CFG null condition shaped like `cond` (null class id, or the null caption at cond's length; a
+        PromptCondition keeps its mask, as LlamaGen masks both CFG halves with the caption's mask)."""
+        if isinstance(cond, PromptCondition):
+            return PromptCondition(self.null_condition(cond.inputs), cond.mask)
         if self.config.model_type == "c2i":
             return torch.full_like(cond, self.config.num_classes)
         return self.cls_embedding.null_caption(cond.shape[0], cond.shape[1]).to(cond.dtype)
 
-    def _run(self, h, positions, mask, use_cache):
+    def _run(self, h, positions, mask, use_cache, first: int = 0):
+        """Logits of positions first.. only: the head (vocab-wide) skips the condition prefix it does not need."""
         freqs = self._freqs(positions, h.device)
         h = self.tok_dropout(h)
         for layer in self.layers:
             h = layer(h, freqs, positions, mask, use_cache)
-        return self.output(self.norm(h)).float()
+        return self.output(self.norm(h[:, first:])).float()
 
-    def teacher_forced_logits(self, cond: torch.Tensor, tokens: torch.Tensor,
+    def teacher_forced_logits(self, cond, tokens: torch.Tensor,
                               cond_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Row t predicts tokens[:, t] from the condition and tokens[:, :t]. tokens: [B, T] → logits [B, T, V].
 
-        `cond_mask` [B, cls_token_num] (t2i padding; 1 = keep) hides padded caption positions from every query.
+        cond: class ids [B], caption features [B, L, C], or a PromptCondition (features + mask). `cond_mask`
+        [B, cls_token_num] (t2i padding; 1 = keep) hides padded caption positions from every query.
         Never touches a KV cache, so it is safe between generations.
         """
+        cond, cond_mask = _unpack(cond, cond_mask)
         n_cls = self.config.cls_token_num
         h = torch.cat([self.condition_embeddings(cond), self.tok_embeddings(tokens[:, :-1])], dim=1)  # [B, n_cls+T-1, D]
         L = h.shape[1]
         mask = None if cond_mask is None else _prefix_mask(cond_mask, L, L, torch.arange(L, device=h.device))
-        logits = self._run(h, torch.arange(L, device=h.device), mask, use_cache=False)
-        return logits[:, n_cls - 1:]  # [B, T, V]
+        # A fresh tensor, not a view of a longer one: FSDP2 hooks the output of forward for backward.
+        return self._run(h, torch.arange(L, device=h.device), mask, use_cache=False, first=n_cls - 1)  # [B, T, V]
+
+    def forward(self, cond, tokens: torch.Tensor, cond_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The teacher-forced pass (`teacher_forced_logits`). Training calls the model through `forward` because
+        data-parallel wrappers only hook it: DDP all-reduces gradients and FSDP2 gathers parameters around it."""
+        return self.teacher_forced_logits(cond, tokens, cond_mask)
 
     # --- KV-cache generation hooks (driven by vapi.sampling) ---
     def setup_cache(self, batch: int, max_len: int, dtype: torch.dtype | None = None) -> None:
@@ -351,23 +368,37 @@ class LlamaGenGPT(nn.Module):
             layer.attention.kv_cache = KVCache(batch, max_len, cfg.kv_heads, cfg.head_dim, dtype or p.dtype, p.device)
 
     def clear_cache(self) -> None:
+        self._generation_mask = None
         for layer in self.layers:
             layer.attention.kv_cache = None
 
-    def prefill(self, cond: torch.Tensor, cond_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Writes the condition into the cache; returns logits for the first image token [B, V]."""
+    def prefill(self, cond, num_tokens: int | None = None) -> torch.Tensor:
+        """Sets up the cache for the condition + `num_tokens` image tokens (default: all) and writes the condition;
+        returns logits for the first image token [B, V]. The caption mask of a PromptCondition is kept for `decode`."""
+        cond, cond_mask = _unpack(cond, None)
+        self.setup_cache(cond.shape[0], self.config.cls_token_num + (num_tokens or self.num_image_tokens))
+        self._generation_mask = cond_mask
         h = self.condition_embeddings(cond)
         L = h.shape[1]
         pos = torch.arange(L, device=h.device)
         mask = None if cond_mask is None else _prefix_mask(cond_mask, L, L, pos)
         return self._run(h, pos, mask, use_cache=True)[:, -1]
 
-    def decode(self, token: torch.Tensor, pos: int, cond_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Feeds one token [B] at sequence position `pos` (condition included); returns next-token logits [B, V]."""
+    def decode(self, token: torch.Tensor, index: int) -> torch.Tensor:
+        """Feeds image token `index` ([B]) after a `prefill`; returns the logits of token index + 1 [B, V]."""
+        pos = self.config.cls_token_num + index  # sequence position, condition included
         h = self.tok_embeddings(token[:, None])
         positions = torch.tensor([pos], device=h.device)
+        cond_mask = getattr(self, "_generation_mask", None)
         mask = None if cond_mask is None else _prefix_mask(cond_mask, 1, pos + 1, positions)
         return self._run(h, positions, mask, use_cache=True)[:, -1]
+
+
+def _unpack(cond, cond_mask):
+    """(condition tensor, caption mask or None) from a tensor or a PromptCondition."""
+    if isinstance(cond, PromptCondition):
+        return cond.inputs, cond.mask
+    return cond, cond_mask
 
 
 def _prefix_mask(cond_mask: torch.Tensor, q_len: int, k_len: int, q_pos: torch.Tensor) -> torch.Tensor:

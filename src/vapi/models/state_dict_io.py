@@ -25,14 +25,15 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from vapi.models.infer_config import GPT_KIND, VQ_KIND, CheckpointError
+from vapi.models.classifier import ClassifierConfig
+from vapi.models.infer_config import CLASSIFIER_KIND, GPT_KIND, VQ_KIND, CheckpointError
 from vapi.models.llamagen_gpt import GPTConfig
 from vapi.models.llamagen_vq import VQConfig
 
 SAFE_GLOBALS = [argparse.Namespace]
 CONTAINER_KEYS = ("model", "module", "state_dict", "ema")
 _WRAPPER_PARTS = ("_orig_mod.", "_fsdp_wrapped_module.", "_checkpoint_wrapped_module.")  # compile / FSDP / AC
-CONFIG_CLASSES = {GPT_KIND: GPTConfig, VQ_KIND: VQConfig}
+CONFIG_CLASSES = {GPT_KIND: GPTConfig, VQ_KIND: VQConfig, CLASSIFIER_KIND: ClassifierConfig}
 WEIGHTS_NAME, INDEX_NAME = "model.safetensors", "model.safetensors.index.json"
 
 
@@ -133,6 +134,10 @@ def read_model_config(folder: str | Path) -> tuple[str, GPTConfig | VQConfig]:
     """(kind, config) of a vapi folder (`config`) or a fixture folder (`model_args` + VQ `encoder_args`)."""
     folder = Path(folder)
     meta = _read_folder_json(folder)
+    if meta.get("model_type") == "janus":  # a transformers Janus folder (vapi.models.janus)
+        from vapi.models.janus import JanusArchitecture
+
+        return "janus", JanusArchitecture.from_folder(folder)
     kind = meta.get("kind")
     if kind not in CONFIG_CLASSES:
         raise CheckpointError(f"{folder}/config.json: unknown kind {kind!r}; "

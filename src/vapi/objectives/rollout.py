@@ -20,10 +20,11 @@ from typing import Callable, NamedTuple
 import torch
 import torch.nn.functional as F
 
+from vapi.models.protocols import Condition, index_condition, repeat_condition
 from vapi.objectives.context_noise import perturb_context
 from vapi.sampling import filter_logits
 
-LogitsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+LogitsFn = Callable[[Condition, torch.Tensor], torch.Tensor]
 
 # Guards division by a zero temperature the same way the reference does.
 _MIN_TEMPERATURE = 1e-5
@@ -36,13 +37,13 @@ class Rollout(NamedTuple):
     old_logps: torch.Tensor  # [B*G, T] float32: log_softmax(logits / temperature) at `tokens`, unfiltered
     gt_tokens: torch.Tensor  # [B*G, T] long: clean ground-truth tokens (the prior-CE targets)
     context: torch.Tensor  # [B*G, T] long: the corrupted context fed to the model; reuse it for the update
-    cond: torch.Tensor  # [B*G, ...]: condition (class ids [B*G] or caption embeddings [B*G, L, D])
+    cond: Condition  # B*G rows: class ids [B*G] or a PromptCondition (caption features / prompt ids + mask)
     group_size: int  # G
 
     def select(self, index: slice | torch.Tensor) -> Rollout:
         """Rows `index` of every tensor (a micro-batch); group_size is kept for bookkeeping."""
         return Rollout(self.tokens[index], self.old_logps[index], self.gt_tokens[index], self.context[index],
-                       self.cond[index], self.group_size)
+                       index_condition(self.cond, index), self.group_size)
 
 
 def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -70,7 +71,7 @@ def sample_from_logits(logits: torch.Tensor, num_generations: int, temperature: 
 
 
 @torch.no_grad()
-def teacher_forced_rollout(logits_fn: LogitsFn, cond: torch.Tensor, gt_tokens: torch.Tensor, *,
+def teacher_forced_rollout(logits_fn: LogitsFn, cond: Condition, gt_tokens: torch.Tensor, *,
                            num_generations: int, vocab_size: int, context_noise: float = 0.0,
                            temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
                            generator: torch.Generator | None = None) -> Rollout:
@@ -90,6 +91,6 @@ def teacher_forced_rollout(logits_fn: LogitsFn, cond: torch.Tensor, gt_tokens: t
         old_logps=old_logps,
         gt_tokens=gt_tokens.repeat_interleave(G, dim=0),
         context=context.repeat_interleave(G, dim=0),
-        cond=cond.repeat_interleave(G, dim=0),
+        cond=repeat_condition(cond, G),
         group_size=G,
     )

@@ -10,8 +10,11 @@ from dataclasses import dataclass, field
 
 from vapi.config import helpf
 from vapi.data.images import DataConfig
+from vapi.models.build import MODEL_KINDS
+from vapi.models.text_encoder import TextEncoderConfig
 from vapi.objectives.rewards import RewardConfig
 from vapi.training.optim import OptimConfig
+from vapi.training.parallelize import PARALLEL
 
 OBJECTIVES = ("vapi", "ce")
 MODES = ("train", "eval")
@@ -20,10 +23,16 @@ POLICY_MODES = ("train", "eval", "twice")
 
 @dataclass
 class ModelConfig:
-    gpt: str = helpf("", "generator checkpoint: LlamaGen .pt/.pth/.safetensors or a vapi model folder")
-    vq: str = helpf("", "VQ tokenizer checkpoint: LlamaGen .pt or a vapi model folder")
+    kind: str = helpf("llamagen", "model family: llamagen (C2I or T2I, from the weights) | janus (transformers)")
+    gpt: str = helpf("", "generator: LlamaGen .pt/.pth/.safetensors or vapi folder; kind=janus: a transformers "
+                         "Janus folder or hub id in the HF cache")
+    vq: str = helpf("", "VQ tokenizer checkpoint: LlamaGen .pt or a vapi model folder (unused by kind=janus)")
     gpt_model: str = helpf("", "GPT preset (GPT-B ... GPT-7B); default: inferred from the tensor shapes")
     image_size: int = helpf(0, "image size the generator was trained at; 0 = from the file name, else 256")
+
+    def __post_init__(self):
+        if self.kind not in MODEL_KINDS:
+            raise ValueError(f"model.kind must be one of {MODEL_KINDS}, got {self.kind!r}")
 
 
 @dataclass
@@ -69,6 +78,8 @@ class TrainConfig:
     seed: int = helpf(0, "seed of data order, context noise, sampling and dropout")
     device: str = helpf("auto", "auto | cpu | cuda | cuda:N")
     precision: str = helpf("auto", "auto (bf16 autocast on GPU, fp32 on CPU) | fp32 | bf16")
+    parallel: str = helpf("auto", "under torchrun: ddp | fsdp (FSDP2, sharded; bf16 params + fp32 reduction with "
+                                  "bf16) | none; auto = ddp when world_size > 1")
     logging_steps: int = helpf(1, "log scalars every N steps")
     image_steps: int = helpf(25, "write a ground truth | samples grid every N steps; 0 = off")
     image_rows: int = helpf(4, "images per grid")
@@ -79,6 +90,8 @@ class TrainConfig:
     progress: bool = helpf(True, "show a progress bar")
 
     def __post_init__(self):
+        if self.parallel not in PARALLEL:
+            raise ValueError(f"train.parallel must be one of {PARALLEL}, got {self.parallel!r}")
         for name in ("max_steps", "per_device_batch_size", "micro_batch_size", "steps_per_generation",
                      "num_iterations"):
             if getattr(self, name) < 1:
@@ -89,6 +102,7 @@ class TrainConfig:
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)

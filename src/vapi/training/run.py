@@ -1,28 +1,43 @@
 """`train(cfg)`: build the generator, tokenizer and data a RunConfig names, then run the trainer (library API)."""
 from __future__ import annotations
 
+from vapi.data.captions import ConditionedDataset
 from vapi.data.images import build_dataset
-from vapi.models.checkpoint import build_generator_and_tokenizer
+from vapi.models.build import build_policy
 from vapi.training.config import RunConfig
+from vapi.training.distributed import DistInfo, barrier, init_distributed
 from vapi.training.trainer import Trainer
 
 
-def build_trainer(cfg: RunConfig, resume: str | bool = False) -> Trainer:
-    if not cfg.model.gpt or not cfg.model.vq:
-        raise ValueError("model.gpt and model.vq are required (checkpoint files or vapi model folders)")
-    models = build_generator_and_tokenizer(cfg.model.gpt, cfg.model.vq, gpt_preset=cfg.model.gpt_model or None,
-                                           image_size=cfg.model.image_size or None)
+def build_trainer(cfg: RunConfig, resume: str | bool = False, dist: DistInfo | None = None) -> Trainer:
+    """Under torchrun this joins the process group (if the caller has not) and every rank builds its trainer."""
+    dist = dist or init_distributed(cfg.train.device)
+    models = build_policy(cfg.model.kind, cfg.model.gpt, cfg.model.vq, text=cfg.text_encoder,
+                          gpt_preset=cfg.model.gpt_model or None, image_size=cfg.model.image_size or None,
+                          text_device=dist.device)
     cfg.model.image_size = models.image_size
     if cfg.data.image_size != models.image_size:
         cfg.data.image_size = models.image_size  # images are cropped to the resolution the generator was trained at
     dataset = build_dataset(cfg.data)
-    classes = getattr(dataset, "num_classes", None)
-    gpt_classes = models.gpt.config.num_classes
-    if models.gpt.config.model_type == "c2i" and classes and classes > gpt_classes:
-        raise ValueError(f"the data has {classes} classes but the generator knows {gpt_classes}; "
-                         "class folders map to generator class ids in sorted order")
-    return Trainer(cfg, models.gpt, models.vq, dataset, resume=resume)
+    captions = hasattr(dataset, "captions")
+    if models.prompt_encoder is not None:
+        if not captions:
+            raise ValueError("a text-to-image generator trains on captioned images: set data.kind=captions (images "
+                             "+ .jsonl/.csv) or data.kind=webdataset (tar shards of jpg + txt/json)")
+        if dist.rank == 0:
+            models.prompt_encoder.prepare(dataset.captions)  # rank 0 computes and caches T5 features ...
+        barrier()
+        dataset = ConditionedDataset(dataset, models.prompt_encoder)  # ... the other ranks read them
+        getattr(models.prompt_encoder, "release", lambda: None)()  # training reads the cache, not T5
+    elif captions:
+        raise ValueError("this generator is class-conditional: it trains on class folders, not captioned images")
+    else:
+        classes, gpt_classes = getattr(dataset, "num_classes", None), models.policy.config.num_classes
+        if classes and classes > gpt_classes:
+            raise ValueError(f"the data has {classes} classes but the generator knows {gpt_classes}; "
+                             "class folders map to generator class ids in sorted order")
+    return Trainer(cfg, models.policy, models.tokenizer, dataset, resume=resume, dist=dist)
 
 
-def train(cfg: RunConfig, resume: str | bool = False) -> dict[str, float]:
-    return build_trainer(cfg, resume).train()
+def train(cfg: RunConfig, resume: str | bool = False, dist: DistInfo | None = None) -> dict[str, float]:
+    return build_trainer(cfg, resume, dist).train()

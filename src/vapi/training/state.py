@@ -3,6 +3,10 @@
 `BatchStream` yields batches from a map-style dataset in a per-epoch permutation seeded by (seed, epoch), sliced per
 rank like DistributedSampler (drop_last), so the position is two integers and a resumed run sees exactly the same
 images. `TrainState` gathers everything that must be saved for a bit-exact resume on CPU.
+
+Across world sizes (a checkpoint of N ranks resumed on M): the data position is exact whenever
+per_device_batch_size × world_size is unchanged (else it restarts at the last whole global batch); RNG streams are
+per rank, so they continue exactly only on the same world size and are re-seeded from (seed, step, rank) otherwise.
 """
 from __future__ import annotations
 
@@ -10,6 +14,8 @@ import random
 from dataclasses import dataclass, field
 
 import torch
+
+from vapi.models.protocols import collate_conditions
 
 
 class BatchStream:
@@ -38,14 +44,23 @@ class BatchStream:
         if self.index == self.batches_per_epoch:
             self.epoch, self.index = self.epoch + 1, 0
         images = torch.stack([x for x, _ in items])  # [B, 3, H, W]
-        labels = torch.as_tensor([y for _, y in items], dtype=torch.long)  # [B]
-        return images, labels
+        cond = collate_conditions([y for _, y in items])  # class ids [B] or one PromptCondition of batch B
+        return images, cond
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "index": self.index}
+        # The ranks together consume a contiguous slice of each epoch's permutation (rank r takes every world-th
+        # index), so `images_seen` is the position independent of the world size.
+        return {"epoch": self.epoch, "index": self.index,
+                "images_seen": self.index * self.batch_size * self.world_size}
 
     def load_state_dict(self, state: dict) -> None:
+        """Exact when batch_size × world_size is unchanged; otherwise resumes at the last whole global batch at or
+        before the saved position (so no image of the epoch is skipped, at most one global batch is seen twice)."""
         self.epoch, self.index = int(state["epoch"]), int(state["index"])
+        if "images_seen" in state:
+            self.index = int(state["images_seen"]) // (self.batch_size * self.world_size)
+        if self.index >= self.batches_per_epoch:
+            self.epoch, self.index = self.epoch + 1, 0
 
 
 @dataclass
@@ -70,6 +85,13 @@ class TrainState:
         random.setstate((version, tuple(internal), gauss))
         if "cuda_rng" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
+
+    def reseed(self, seed: int) -> None:
+        """Fresh RNG streams from `seed`: used when a resume changes the world size, as per-rank streams then have
+        no counterpart to continue."""
+        self.sampling_generator.manual_seed(seed)
+        torch.manual_seed(seed)
+        random.seed(seed)
 
 
 def _py_state():

@@ -10,6 +10,11 @@ Per rollout batch (reference: `train_c2i_grpo.py`, one optimizer step per rollou
      num_iterations).
 `objective.name = ce` runs the control instead: plain teacher-forced CE on clean context with the same data, steps
 and optimizer, so the two differ only in the objective.
+
+Under torchrun (`train.parallel` = ddp | fsdp, wrapped by `training.parallelize`) each rank draws its own images and
+all G samples of an image stay on that rank, so group advantages are per rank, as in the reference; gradients are
+averaged over ranks, so N ranks × B images make the same update as 1 rank × N·B. Reward statistics are gathered and
+the other metrics averaged over ranks; rank 0 alone writes logs, grids and the config; every rank checkpoints.
 """
 from __future__ import annotations
 
@@ -21,21 +26,16 @@ from pathlib import Path
 import torch
 
 from vapi.config import save_config, to_dict
+from vapi.models.protocols import index_condition
 from vapi.objectives import VaPiLoss, group_advantages, prior_ce, teacher_forced_rollout, token_dropout_mask
 from vapi.objectives.rewards import Reward, score_tokens
 from vapi.training import checkpoint as ckpt
 from vapi.training.config import RunConfig
+from vapi.training.distributed import DistInfo, all_gather_cat, reduce_metrics, resolve_device
 from vapi.training.logging import MetricLogger
 from vapi.training.optim import build_optimizer, build_scheduler
+from vapi.training.parallelize import full_value, grad_sync, parallelize, resolve_parallel
 from vapi.training.state import BatchStream, TrainState
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"train.device={name} but no CUDA device is available; use train.device=cpu")
-    return torch.device(name)
 
 
 def token_entropy(logits: torch.Tensor) -> torch.Tensor:
@@ -46,15 +46,23 @@ def token_entropy(logits: torch.Tensor) -> torch.Tensor:
 
 class Trainer:
     def __init__(self, cfg: RunConfig, policy: torch.nn.Module, tokenizer: torch.nn.Module, dataset, *,
-                 reward: Reward | None = None, resume: str | bool = False, rank: int = 0, world_size: int = 1):
+                 reward: Reward | None = None, resume: str | bool = False, dist: DistInfo | None = None,
+                 eval_fn=None, eval_steps: int = 0):
         self.cfg = cfg
+        # eval_fn(policy) -> {name: float}, run every eval_steps steps (and at step 0) and logged with the metrics.
+        self.eval_fn, self.eval_steps = eval_fn, eval_steps
         t, o = cfg.train, cfg.objective
-        self.device = resolve_device(t.device)
+        # dist: this process's place in a torchrun job (`init_distributed`); None = a single process.
+        self.dist = dist or DistInfo(device=resolve_device(t.device))
+        self.device, self.rank = self.dist.device, self.dist.rank
+        self.parallel = resolve_parallel(t.parallel, self.dist)
+        if eval_fn is not None and self.parallel == "fsdp":
+            raise ValueError("eval_fn needs the whole policy on every rank: use train.parallel=ddp with it")
         self.run_dir = Path(t.output_dir)
-        if policy.config.vocab_size != tokenizer.vocab_size:
-            raise ValueError(f"the generator's vocabulary ({policy.config.vocab_size}) differs from the tokenizer's "
+        if policy.vocab_size != tokenizer.vocab_size:
+            raise ValueError(f"the generator's vocabulary ({policy.vocab_size}) differs from the tokenizer's "
                              f"codebook ({tokenizer.vocab_size}): they must come from the same LlamaGen release")
-        torch.manual_seed(t.seed * 7919 + rank)
+        torch.manual_seed(t.seed * 7919 + self.rank)
         self.policy = policy.to(self.device)
         self.tokenizer = tokenizer.to(self.device).eval().requires_grad_(False)
         self.ref_policy = None
@@ -65,27 +73,31 @@ class Trainer:
             self.reward.to(self.device)
         self.loss_fn = VaPiLoss(epsilon=o.epsilon, prior_weight=0.0 if o.policy_mode == "twice" else o.prior_weight,
                                 kl_weight=o.beta, temperature=o.temperature, grad_accum_steps=cfg.grad_accum_steps)
+        use_bf16 = t.precision == "bf16" or (t.precision == "auto" and self.device.type == "cuda")
+        self.autocast = (lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)) if use_bf16 else nullcontext
+        # The policy as trained (DDP, FSDP2 or itself): logits come from calling it, so that gradients synchronise;
+        # self.policy stays the underlying model (config, modes, checkpoints). Wrap before building the optimizer.
+        self.wrapped_policy = parallelize(self.policy, self.parallel, self.dist, bf16=use_bf16)
         self.optimizer = build_optimizer(self.policy, cfg.optim)
         total_updates = t.max_steps * t.steps_per_generation * t.num_iterations
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, total_updates)
-        self.state = TrainState(sampling_generator=torch.Generator(device=self.device).manual_seed(t.seed))
-        self.stream = BatchStream(dataset, t.per_device_batch_size, t.seed, rank, world_size)
-        self.rank = rank
-        use_bf16 = t.precision == "bf16" or (t.precision == "auto" and self.device.type == "cuda")
-        self.autocast = (lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)) if use_bf16 else nullcontext
+        # Rank 0 keeps the single-process stream; the other ranks draw independent context noise and samples.
+        generator = torch.Generator(device=self.device).manual_seed(t.seed + 1_000_033 * self.rank)
+        self.state = TrainState(sampling_generator=generator)
+        self.stream = BatchStream(dataset, t.per_device_batch_size, t.seed, self.rank, self.dist.world_size)
         if resume:
             self._resume(resume)
-        if rank == 0:
+        if self.rank == 0:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.run_dir / "config.yaml")
-        self.logger = MetricLogger(self.run_dir, t.max_steps, self.state.step, rank, t.tensorboard,
+        self.logger = MetricLogger(self.run_dir, t.max_steps, self.state.step, self.rank, t.tensorboard,
                                    t.wandb_project, to_dict(cfg), t.progress)
 
     # --- one rollout batch -------------------------------------------------------------------------------------
     def step(self) -> dict[str, float]:
         start = time.perf_counter()
-        images, labels = next(self.stream)
-        images, labels = images.to(self.device), labels.to(self.device)  # [B, 3, H, W], [B]
+        images, labels = next(self.stream)  # labels: class ids [B] or a PromptCondition of batch B
+        images, labels = images.to(self.device), labels.to(self.device)  # [B, 3, H, W]
         with torch.no_grad():
             gt_tokens = self.tokenizer.encode(images)  # [B, T]
         if self.cfg.objective.name == "ce":
@@ -96,6 +108,8 @@ class Trainer:
         metrics["lr"] = self.scheduler.get_last_lr()[0]
         n_seq = images.shape[0] * (self.cfg.objective.num_generations if self.cfg.objective.name == "vapi" else 1)
         metrics["seqs_per_sec"] = n_seq / (time.perf_counter() - start)
+        metrics = reduce_metrics(metrics, self.device)  # means over ranks (reward stats are already global)
+        metrics["seqs_per_sec"] *= self.dist.world_size  # the whole job's throughput
         return metrics
 
     def _vapi_step(self, images, labels, gt_tokens) -> dict[str, float]:
@@ -111,7 +125,8 @@ class Trainer:
                                                keep_images=keep)  # [B*G]
         advantages = group_advantages(rewards, G, clip=o.adv_clip)  # [B*G]
         metrics = self._policy_update(rollout, advantages)
-        metrics.update(reward=rewards.mean().item(), reward_std=rewards.std().item(), entropy=entropy,
+        everyone = all_gather_cat(rewards)  # [world * B*G]: reward statistics over all ranks
+        metrics.update(reward=everyone.mean().item(), reward_std=everyone.std().item(), entropy=entropy,
                        advantage_abs=advantages.abs().mean().item())
         metrics.update({f"reward/{k}": v.mean().item() for k, v in terms.items()})
         if keep:
@@ -126,12 +141,12 @@ class Trainer:
 
         def logits_fn(cond, context):
             with self.autocast():
-                logits = self.policy.teacher_forced_logits(cond, context).float()  # [B, T, V]
+                logits = self.wrapped_policy(cond, context).float()  # [B, T, V]
             seen["entropy"] = token_entropy(logits / o.temperature).item()
             return logits
 
         rollout = teacher_forced_rollout(
-            logits_fn, labels, gt_tokens, num_generations=o.num_generations, vocab_size=self.policy.config.vocab_size,
+            logits_fn, labels, gt_tokens, num_generations=o.num_generations, vocab_size=self.policy.vocab_size,
             context_noise=o.context_noise, temperature=o.temperature, top_k=o.top_k, top_p=o.top_p,
             generator=self.state.sampling_generator)
         return rollout, seen["entropy"]
@@ -146,7 +161,8 @@ class Trainer:
                 for a in range(accum):
                     part = slice((k * accum + a) * mb, (k * accum + a + 1) * mb)
                     batch = rollout.select(part)
-                    stats = self._micro_step(batch, advantages[part])
+                    with grad_sync(self.wrapped_policy, a == accum - 1):  # all-reduce once per optimizer step
+                        stats = self._micro_step(batch, advantages[part])
                     for name, value in stats.items():
                         sums[name] = sums.get(name, 0.0) + value
                     count += 1
@@ -167,14 +183,14 @@ class Trainer:
                 ref_logits = self.ref_policy.teacher_forced_logits(batch.cond, batch.context).float()
         self.policy.train(o.policy_mode != "eval" and o.policy_mode != "twice")
         with self.autocast():
-            logits = self.policy.teacher_forced_logits(batch.cond, batch.context).float()  # [mb, T, V]
+            logits = self.wrapped_policy(batch.cond, batch.context).float()  # [mb, T, V]
         loss, stats = self.loss_fn(logits, batch.tokens, batch.old_logps, advantages, batch.gt_tokens, mask,
                                    ref_logits)
         if o.policy_mode == "twice" and o.prior_weight > 0:
             # The ratio was taken in eval mode; the prior term gets its own train-mode (dropout) pass, as the reference.
             self.policy.train(True)
             with self.autocast():
-                train_logits = self.policy.teacher_forced_logits(batch.cond, batch.context).float()
+                train_logits = self.wrapped_policy(batch.cond, batch.context).float()
             loss = loss + o.prior_weight * prior_ce(train_logits, batch.gt_tokens) / self.cfg.grad_accum_steps
         loss.backward()
         return {k: v.item() for k, v in stats._asdict().items()}
@@ -186,11 +202,12 @@ class Trainer:
         chunks = [slice(s, s + mb) for s in range(0, B, mb)]
         self.optimizer.zero_grad(set_to_none=True)
         total = 0.0
-        for part in chunks:
-            with self.autocast():
-                logits = self.policy.teacher_forced_logits(labels[part], gt_tokens[part]).float()
-            loss = prior_ce(logits, gt_tokens[part]) * (logits.shape[0] / B)
-            loss.backward()
+        for i, part in enumerate(chunks):
+            with grad_sync(self.wrapped_policy, i == len(chunks) - 1):
+                with self.autocast():
+                    logits = self.wrapped_policy(index_condition(labels, part), gt_tokens[part]).float()
+                loss = prior_ce(logits, gt_tokens[part]) * (logits.shape[0] / B)
+                loss.backward()
             total += loss.item()
         return {"loss": total, "prior_ce": total, "grad_norm": self._optimizer_step()}
 
@@ -201,7 +218,7 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         self.state.optimizer_steps += 1
-        return norm.item()
+        return full_value(norm).item()  # FSDP2: a DTensor
 
     def _images_due(self) -> bool:
         every = self.cfg.train.image_steps
@@ -213,7 +230,12 @@ class Trainer:
         metrics: dict[str, float] = {}
         try:
             while self.state.step < t.max_steps:
+                if self.eval_fn and self.state.step == 0:
+                    self.logger.log(0, self.eval_fn(self.policy))
                 metrics = self.step()
+                if self.eval_fn and self.eval_steps and (self.state.step % self.eval_steps == 0
+                                                         or self.state.step == t.max_steps):
+                    metrics.update(self.eval_fn(self.policy))
                 if self.state.step % t.logging_steps == 0 or self.state.step == t.max_steps:
                     self.logger.log(self.state.step, metrics)
                 if t.save_steps and self.state.step % t.save_steps == 0 and self.state.step < t.max_steps:
@@ -223,22 +245,24 @@ class Trainer:
             self.logger.close()
         return metrics
 
-    def save(self) -> Path | None:
-        if self.rank != 0:
-            return None
-        return ckpt.save_checkpoint(self.run_dir, self.state.step, self.policy, self._trainer_state(),
-                                    keep=self.cfg.train.save_total_limit)
+    def save(self) -> Path:
+        """Every rank takes part (full-weight gather, sharded writes); see `training.checkpoint`."""
+        return ckpt.save_checkpoint(self.run_dir, self.state.step, self.policy, self.optimizer, self._trainer_state(),
+                                    self.state.state_dict(), rank=self.rank, keep=self.cfg.train.save_total_limit)
 
     def _trainer_state(self) -> dict:
-        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "state": self.state.state_dict(), "data": self.stream.state_dict()}
+        return {"scheduler": self.scheduler.state_dict(), "data": self.stream.state_dict(), "step": self.state.step,
+                "optimizer_steps": self.state.optimizer_steps, "world_size": self.dist.world_size}
 
     def _resume(self, resume: str | bool) -> None:
         path = ckpt.latest_checkpoint(self.run_dir) if resume is True or resume == "auto" else Path(resume)
         if path is None:
             return  # nothing to resume from yet: a fresh run
-        trainer_state = ckpt.load_checkpoint(path, self.policy)
-        self.optimizer.load_state_dict(trainer_state["optimizer"])
+        trainer_state, rank_state = ckpt.load_checkpoint(path, self.policy, self.optimizer, self.rank)
         self.scheduler.load_state_dict(trainer_state["scheduler"])
-        self.state.load_state_dict(trainer_state["state"])
-        self.stream.load_state_dict(trainer_state["data"])
+        self.stream.load_state_dict(trainer_state["data"])  # re-mapped when the world size changed
+        if rank_state is not None and trainer_state["world_size"] == self.dist.world_size:
+            self.state.load_state_dict(rank_state)  # exact: every rank continues its own RNG streams
+        else:  # per-rank streams have no counterpart on another world size: new ones, from (seed, step, rank)
+            self.state.step, self.state.optimizer_steps = trainer_state["step"], trainer_state["optimizer_steps"]
+            self.state.reseed(self.cfg.train.seed * 1_000_003 + self.state.step * 1_009 + self.rank)

@@ -1,0 +1,107 @@
+"""`vapi eval`: FID, IS, precision, recall (and sFID) of a sample batch against a reference batch.
+
+    vapi eval samples/xxl/samples.npz --ref VIRTUAL_imagenet256_labeled.npz --json xxl_eval.json
+
+SAMPLES is an ADM npz (`arr_0` uint8 NHWC, as `vapi sample --num-samples` writes) or an image folder. REF is an ADM
+reference batch (its `mu`/`sigma`, `mu_s`/`sigma_s` are used as they are; its `arr_0` images give the precision/recall
+manifold), any npz of images, or an image folder; computed reference statistics are cached in --cache-dir.
+
+Features: `inception` (default) is torch-fidelity's port of the TF Inception graph the ADM evaluator runs, with
+ADM's conventions (pool_3 FID, 5000-sample IS splits, k=3 precision/recall, mixed_6/conv sFID). Its weights are never
+downloaded: they are read from $TORCH_HOME/hub/checkpoints/ or --inception-weights. A vapi classifier folder
+(`vapi pretrain features`) instead gives the demo's feature network: numbers for relative comparisons only, plus
+class accuracy against the npz labels. --random-inception runs an untrained Inception, for plumbing tests only.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from vapi.cli import UserError
+from vapi.commands.model_args import positive_int, resolve_device
+
+RANDOM_INCEPTION_WARNING = ("warning: --random-inception: Inception has random weights; these numbers test the "
+                            "pipeline only and are not FID / IS / precision / recall")
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vapi" / "eval"
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("eval", help="FID / IS / precision / recall of samples against a reference batch",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("samples", help="sample batch: ADM .npz (arr_0 uint8 NHWC) or image folder")
+    p.add_argument("--ref", required=True, help="reference: ADM .npz with mu/sigma, any image .npz, or image folder")
+    p.add_argument("--features", default="inception",
+                   help="'inception' (ADM-comparable) or a vapi classifier folder (relative numbers only)")
+    p.add_argument("--inception-weights", default=None,
+                   help="torch-fidelity InceptionV3 weights file (default: $TORCH_HOME/hub/checkpoints/)")
+    p.add_argument("--random-inception", action="store_true",
+                   help="TESTS ONLY: randomly initialised Inception, no weights file; the numbers mean nothing")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="images per feature-network forward")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    p.add_argument("--cache-dir", default=None,
+                   help=f"reference statistics cache (default: {default_cache_dir()})")
+    p.add_argument("--json", default=None, help="results file (default: SAMPLES with suffix .eval.json)")
+    p.set_defaults(func=run)
+    return p
+
+
+def build_extractor(args: argparse.Namespace, device):
+    """(extractor, prefer the reference file's stored statistics, class-aligned labels)."""
+    from vapi.eval.features import ClassifierExtractor, InceptionV3Extractor
+
+    if args.features == "inception":
+        if args.random_inception:
+            print(RANDOM_INCEPTION_WARNING, file=sys.stderr)
+        try:
+            ext = InceptionV3Extractor(args.inception_weights, device=device, random_init=args.random_inception,
+                                       spatial=True)
+        except ImportError as e:
+            raise UserError(str(e)) from None
+        # ADM files hold TF-Inception statistics: right for the real port, meaningless next to random features.
+        return ext, not args.random_inception, False
+    if args.random_inception or args.inception_weights:
+        raise UserError("--random-inception / --inception-weights apply to --features inception only")
+    from vapi.models.checkpoint import load_pretrained
+
+    folder = Path(args.features)
+    if not folder.is_dir():
+        raise UserError(f"--features must be 'inception' or a vapi classifier folder; {folder} is not a folder")
+    model = load_pretrained(folder)
+    if not callable(getattr(model, "features", None)):
+        raise UserError(f"{folder} holds a {type(model).__name__}, not a classifier with features(x)")
+    return ClassifierExtractor(model.to(device), device=device), False, True
+
+
+def _image_size(path: Path) -> tuple[int, int] | None:
+    """(H, W) of an npz's arr_0 from its header; None for folders or files without images."""
+    from vapi.eval.npz import npz_shape
+
+    try:
+        return tuple(npz_shape(path)[1:3]) if path.is_file() else None
+    except (ValueError, KeyError, OSError):
+        return None
+
+
+def run(args: argparse.Namespace) -> int:
+    from vapi.eval.report import evaluate_files, format_table, write_json
+
+    sizes = _image_size(Path(args.samples)), _image_size(Path(args.ref))
+    if None not in sizes and sizes[0] != sizes[1]:  # Inception resizes anyway, but FID then measures the resize too
+        print(f"warning: samples are {sizes[0][0]}x{sizes[0][1]} px, reference images {sizes[1][0]}x{sizes[1][1]}; "
+              f"the paper protocol resizes samples to the reference size (vapi sample --resize)", file=sys.stderr)
+    device = resolve_device(args.device)
+    extractor, prefer_file_stats, use_labels = build_extractor(args, device)
+    results = evaluate_files(args.samples, args.ref, extractor,
+                             cache_dir=args.cache_dir or default_cache_dir(), batch_size=args.batch_size,
+                             prefer_file_stats=prefer_file_stats, use_labels=use_labels, device=device)
+    print(format_table(results))
+    samples = Path(args.samples)
+    out = Path(args.json) if args.json else samples.with_name(samples.stem + ".eval.json")
+    meta = {"features": extractor.name, "samples": str(samples), "reference": str(args.ref)}
+    print(f"wrote {write_json({**results, **meta}, out)}")
+    return 0
