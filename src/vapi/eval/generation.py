@@ -1,0 +1,84 @@
+"""Evaluate a generator in memory: sample class-balanced images, measure FID / IS / accuracy with a pluggable feature
+network, and measure tokenizer–generator misalignment.
+
+Used by the demo and by anyone evaluating small models without writing files (`vapi sample` + `vapi eval` are the
+file-based path at scale). Uses models and sampling only.
+
+Misalignment diagnostics (what VA-π targets: token sequences the generator likes that decode badly):
+- `teacher_forced_sample_error`: pixel MSE of images decoded from tokens sampled position-wise from the teacher-forced
+  distribution on the clean context, against the real image — next to the tokenizer's own reconstruction MSE;
+- `reencode_change_rate`: fraction of tokens that change when decode(tokens) is encoded again (off-manifold codes).
+"""
+from __future__ import annotations
+
+import torch
+
+from vapi.eval.features import compute_features
+from vapi.eval.metrics import class_accuracy, feature_statistics, frechet_distance, inception_score
+from vapi.sampling import SamplingConfig, generate
+
+
+def balanced_labels(n: int, num_classes: int) -> torch.Tensor:
+    return torch.arange(n) % num_classes  # [n]
+
+
+@torch.no_grad()
+def sample_images(gpt, vq, labels: torch.Tensor, sampling: SamplingConfig, seed: int = 0,
+                  batch_size: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generate one image per label. Returns (images [N, 3, H, W] in [-1, 1] clamped, tokens [N, T])."""
+    device = next(gpt.parameters()).device
+    g = torch.Generator(device=device).manual_seed(seed)
+    images, tokens = [], []
+    for s in range(0, len(labels), batch_size):
+        t = generate(gpt, labels[s:s + batch_size].to(device), sampling, generator=g)  # [b, T]
+        tokens.append(t.cpu())
+        images.append(vq.decode(t).clamp(-1, 1).cpu())
+    return torch.cat(images), torch.cat(tokens)
+
+
+def reference_features(extractor, images: torch.Tensor, batch_size: int = 500):
+    feats, _ = compute_features(extractor, images, batch_size=batch_size, progress=False)
+    return feats
+
+
+def image_metrics(extractor, images: torch.Tensor, labels: torch.Tensor, ref_feats, batch_size: int = 500) -> dict:
+    """FID against `ref_feats`, IS of the extractor's class posteriors, and class accuracy of `images`."""
+    feats, logits = compute_features(extractor, images, batch_size=batch_size, progress=False)
+    mu, sigma = feature_statistics(feats)
+    ref_mu, ref_sigma = feature_statistics(ref_feats)
+    out = {"fid": frechet_distance(mu, sigma, ref_mu, ref_sigma)}
+    if logits is not None:
+        probs = torch.as_tensor(logits).float().softmax(-1).numpy()
+        out["is"], _ = inception_score(probs, splits=1)
+        out["accuracy"] = class_accuracy(torch.as_tensor(logits), labels)
+    return out
+
+
+@torch.no_grad()
+def teacher_forced_sample_error(gpt, vq, images: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0,
+                                seed: int = 0, batch_size: int = 250) -> dict:
+    """Pixel MSE of decoded teacher-forced samples vs the tokenizer's own reconstruction MSE (eval mode)."""
+    was = gpt.training
+    gpt.eval()
+    g = torch.Generator().manual_seed(seed)
+    sample_err, recon_err = [], []
+    for s in range(0, len(images), batch_size):
+        x, y = images[s:s + batch_size], labels[s:s + batch_size]
+        codes = vq.encode(x)  # [b, T]
+        logits = gpt.teacher_forced_logits(y, codes) / temperature  # [b, T, V]
+        probs = logits.softmax(-1).flatten(0, 1)
+        sampled = torch.multinomial(probs, 1, generator=g).view_as(codes)
+        sample_err.append((vq.decode(sampled) - x).pow(2).flatten(1).mean(1))
+        recon_err.append((vq.decode(codes) - x).pow(2).flatten(1).mean(1))
+    gpt.train(was)
+    return {"tf_sample_mse": torch.cat(sample_err).mean().item(), "recon_mse": torch.cat(recon_err).mean().item()}
+
+
+@torch.no_grad()
+def reencode_change_rate(vq, tokens: torch.Tensor, batch_size: int = 500) -> float:
+    """Fraction of tokens that change when their decoded image is encoded again."""
+    changed = 0
+    for s in range(0, len(tokens), batch_size):
+        t = tokens[s:s + batch_size]
+        changed += (vq.encode(vq.decode(t).clamp(-1, 1)) != t).sum().item()
+    return changed / tokens.numel()
