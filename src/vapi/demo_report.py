@@ -64,9 +64,13 @@ def verdict(results: dict) -> list[str]:
     return lines
 
 
+def moving_average(values, window: int) -> list[float]:
+    return [statistics.fmean(values[max(0, i - window + 1):i + 1]) for i in range(len(values))]
+
+
 def plot_curves(curves: dict, path: Path) -> None:
     keys = [("reward", "reward (teacher-forced samples)"), ("val_ce", "clean validation CE (nats)"),
-            ("val_entropy", "entropy of the prior (nats)"), ("clip_ratio", "clip ratio")]
+            ("val_entropy", "entropy of the prior (nats)"), ("grad_norm", "gradient norm")]
     fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4))
     for ax, (key, title) in zip(axes, keys):
         for variant, files in curves.items():
@@ -74,11 +78,15 @@ def plot_curves(curves: dict, path: Path) -> None:
                 rows = [json.loads(line) for line in Path(f).read_text().splitlines()]
                 pts = [(r["step"], r[key]) for r in rows if key in r]
                 if pts:
-                    ax.plot(*zip(*pts), color=f"C{list(curves).index(variant)}", alpha=0.8,
-                            label=NAMES.get(variant, variant) if i == 0 else None)
+                    color = f"C{list(curves).index(variant)}"
+                    steps, values = zip(*pts)
+                    if len(values) > 20:  # per-step values are noisy: show them faintly under a moving average
+                        ax.plot(steps, values, color=color, alpha=0.2)
+                        values = moving_average(values, 10)
+                    ax.plot(steps, values, color=color, alpha=0.9, label=NAMES.get(variant, variant) if i == 0 else None)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("step")
-    axes[0].legend(fontsize=8)
+    axes[-1].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
