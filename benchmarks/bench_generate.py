@@ -9,27 +9,12 @@ alone. The cache-free baseline re-runs the whole prefix for each token: O(T²) t
 from __future__ import annotations
 
 import argparse
-import math
-import time
 
 import torch
 
+from timing import timed
 from vapi.models.llamagen_gpt import GPTConfig, LlamaGenGPT
 from vapi.sampling import SamplingConfig, generate, generate_uncached
-
-
-def timed(fn, device: torch.device, repeats: int) -> tuple[float, torch.Tensor]:
-    """Best wall time of `repeats` calls (the least disturbed by other processes) and the last output."""
-    best, out = math.inf, None
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        out = fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return best, out
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:

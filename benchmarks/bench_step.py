@@ -14,31 +14,17 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 
 import torch
 
+from timing import timed
 from vapi.data.procedural import ProceduralShapes
 from vapi.models.llamagen_gpt import GPTConfig, LlamaGenGPT
 from vapi.models.llamagen_vq import VQConfig, VQModel
 from vapi.objectives import VaPiLoss, group_advantages, sample_from_logits
-from vapi.objectives.rewards import score_tokens
 from vapi.sampling import SamplingConfig, generate
 from vapi.training.config import RunConfig
 from vapi.training.trainer import Trainer
-
-
-def timed(fn, repeats: int, device):
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        out = fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return min(times), out
 
 
 def main(argv=None):
@@ -81,14 +67,14 @@ def main(argv=None):
     images, labels = images.to(device), labels.to(device)
     phases = {}
     with torch.no_grad():
-        phases["encode"], gt = timed(lambda: vq.encode(images), args.repeats, device)
+        phases["encode"], gt = timed(lambda: vq.encode(images), device, args.repeats)
         policy.eval()
-        phases["tf_forward"], logits = timed(lambda: policy.teacher_forced_logits(labels, gt), args.repeats, device)
-        phases["sampling"], (tokens, old_logps) = timed(lambda: sample_from_logits(logits, G), args.repeats, device)
-        phases["decode"], decoded = timed(lambda: vq.decode(tokens), args.repeats, device)
+        phases["tf_forward"], logits = timed(lambda: policy.teacher_forced_logits(labels, gt), device, args.repeats)
+        phases["sampling"], (tokens, old_logps) = timed(lambda: sample_from_logits(logits, G), device, args.repeats)
+        phases["decode"], decoded = timed(lambda: vq.decode(tokens), device, args.repeats)
         target = images.repeat_interleave(G, 0)
         reward_mod = trainer.reward
-        phases["reward"], terms = timed(lambda: reward_mod.terms(decoded, target), args.repeats, device)
+        phases["reward"], terms = timed(lambda: reward_mod.terms(decoded, target), device, args.repeats)
     rewards = reward_mod.combine(terms)
     adv = group_advantages(rewards, G)
     loss_fn = VaPiLoss(grad_accum_steps=cfg.grad_accum_steps)
@@ -102,11 +88,11 @@ def main(argv=None):
             loss, _ = loss_fn(out, tokens[part], old_logps[part], adv[part], ctx[part])
             loss.backward()
 
-    phases["policy_fwd_bwd"], _ = timed(fwd_bwd, args.repeats, device)
-    phases["optimizer"], _ = timed(lambda: trainer.optimizer.step(), args.repeats, device)
+    phases["policy_fwd_bwd"], _ = timed(fwd_bwd, device, args.repeats)
+    phases["optimizer"], _ = timed(lambda: trainer.optimizer.step(), device, args.repeats)
     trainer.optimizer.zero_grad(set_to_none=True)
-    step_time, _ = timed(trainer.step, args.repeats, device)
-    free, _ = timed(lambda: generate(policy, cond, SamplingConfig(), num_tokens=T), args.repeats, device)
+    step_time, _ = timed(trainer.step, device, args.repeats)
+    free, _ = timed(lambda: generate(policy, cond, SamplingConfig(), num_tokens=T), device, args.repeats)
 
     unavoidable = sum(phases.values())
     tf_rollout = phases["tf_forward"] + phases["sampling"]

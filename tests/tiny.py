@@ -1,7 +1,6 @@
 """Tiny models and configs shared by the tests (seconds on a CPU)."""
 import torch
 
-from vapi.data.procedural import ProceduralShapes
 from vapi.models.llamagen_gpt import GPTConfig, LlamaGenGPT
 from vapi.models.llamagen_vq import VQConfig, VQModel
 from vapi.training.config import RunConfig

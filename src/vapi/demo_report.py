@@ -58,8 +58,11 @@ def verdict(results: dict) -> list[str]:
                          f"({base[metric]:.2f} base, gain {gain:.2f}, spread {spread:.2f}).")
         if "ce" in results:
             c_mean, c_std = mean_spread([r[metric] for r in results["ce"]])
-            word = "beats" if v_mean < c_mean - max(v_std, c_std) else (
-                "is lower than, within the spread of," if v_mean < c_mean else "does NOT beat")
+            if len(results["vapi"]) < 2:
+                word = "is lower than (one seed, no spread)" if v_mean < c_mean else "is not lower than"
+            else:
+                word = "beats" if v_mean < c_mean - max(v_std, c_std) else (
+                    "is lower than, within the spread of," if v_mean < c_mean else "does NOT beat")
             lines.append(f"  VA-π {word} the CE control ({c_mean:.2f} ± {c_std:.2f}).")
     return lines
 

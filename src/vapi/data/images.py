@@ -22,6 +22,7 @@ readable index is returned instead; a full decode of every file up front would c
 from __future__ import annotations
 
 import io
+from abc import ABC, abstractmethod
 import os
 import struct
 import warnings
@@ -88,7 +89,7 @@ def _summarise(skipped: dict[str, str]) -> str:
     return ", ".join(f"{n} {kind}" for kind, n in kinds.most_common())
 
 
-class _RobustImageDataset(Dataset):
+class _RobustImageDataset(Dataset, ABC):
     """Shared `__getitem__`: decode, and on a damaged item record it and substitute the next readable index.
 
     `skipped` is per process: under DataLoader workers each worker records in its own copy, and the warning is how
@@ -102,11 +103,13 @@ class _RobustImageDataset(Dataset):
         self.skipped: dict[str, str] = {}
         self._bad: set[int] = set()
 
+    @abstractmethod
     def _decode(self, index: int) -> tuple[Image.Image, int]:
-        raise NotImplementedError
+        """The PIL image and label of item `index` (may raise on an unreadable file)."""
 
+    @abstractmethod
     def _name(self, index: int) -> str:
-        raise NotImplementedError
+        """A human-readable name of item `index` for skip reports."""
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         n = len(self)

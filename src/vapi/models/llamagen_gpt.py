@@ -15,7 +15,7 @@ Generation itself lives in `vapi.sampling`; wrapping, precision and checkpoint I
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn as nn

@@ -152,7 +152,7 @@ class Trainer:
         return rollout, seen["entropy"]
 
     def _policy_update(self, rollout, advantages) -> dict[str, float]:
-        o, t = self.cfg.objective, self.cfg.train
+        t = self.cfg.train
         mb, accum = t.micro_batch_size, self.cfg.grad_accum_steps
         sums, count, grad_norms = {}, 0, []
         for _ in range(t.num_iterations):
