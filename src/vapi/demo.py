@@ -182,6 +182,7 @@ class Evaluator:
 def run_demo(cfg: DemoConfig) -> Path:
     from vapi.demo_report import write_report
 
+    torch.use_deterministic_algorithms(True)  # bit-reproducible builds and runs on a given machine
     run_dir = Path(cfg.out_dir) / time.strftime("demo-%Y%m%d-%H%M%S")
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
