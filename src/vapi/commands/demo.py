@@ -1,23 +1,21 @@
 """`vapi demo`: the embedded end-to-end VA-π demo on a CPU (what `make demo` runs)."""
 from __future__ import annotations
 
-import argparse
 
-from vapi.config import describe, load_config
+from vapi.commands import add_config_parser
+from vapi.config import load_config
 
 
 def add_parser(sub) -> None:
     from vapi.demo import DemoConfig
 
-    p = sub.add_parser(
-        "demo", help="train small models on procedural shapes, post-train with VA-π, evaluate, write a report",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = add_config_parser(
+        sub, "demo", DemoConfig,
+        help="train small models on procedural shapes, post-train with VA-π, evaluate, write a report",
         description="The whole VA-π story on a CPU with nothing to download. Cached stages are reused; "
                     "options: --config FILE (YAML) then key=value overrides.",
-        epilog="options (key = default  help):\n" + "\n".join(describe(DemoConfig)))
-    p.add_argument("--config", help="YAML file of demo options")
+        config_help="YAML file of demo options")
     p.add_argument("--seeds", type=int, help="post-training seeds (reports mean ± spread); default 1")
-    p.add_argument("overrides", nargs="*", metavar="key=value")
     p.set_defaults(func=run)
 
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vapi.config import describe, load_config, save_config
+from vapi.commands import add_config_parser
+from vapi.config import load_config, save_config
 
 # stage → (module, config class name, function name, one-line help)
 STAGES = {
@@ -39,9 +40,7 @@ def add_parser(subparsers) -> None:
     stages = parser.add_subparsers(dest="stage", metavar="STAGE", required=True)
     for name, (_, _, _, help_) in STAGES.items():
         cfg_cls, _ = _stage(name)
-        sub = stages.add_parser(name, help=help_, description=help_,
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="options (key=value) with their defaults:\n" + "\n".join(describe(cfg_cls)))
+        sub = add_config_parser(stages, name, cfg_cls, help=help_, description=help_)
         sub.add_argument("--out", required=True, metavar="DIR", help="output folder (model, metrics.json, "
                                                                      "config.yaml); replaced if it exists")
         data = sub.add_mutually_exclusive_group(required=True)
@@ -52,8 +51,6 @@ def add_parser(subparsers) -> None:
         if name == "prior":
             sub.add_argument("--tokenizer", required=True, metavar="DIR", help="tokenizer folder "
                                                                                "(from `vapi pretrain tokenizer`)")
-        sub.add_argument("--config", metavar="FILE", help="YAML file of options")
-        sub.add_argument("overrides", nargs="*", metavar="key=value", help="option overrides")
         sub.set_defaults(func=run)
 
 

@@ -3,23 +3,20 @@
 The same command runs on N GPUs: `torchrun --nproc_per_node N -m vapi train ... train.parallel=ddp|fsdp`."""
 from __future__ import annotations
 
-import argparse
 
-from vapi.config import describe, load_config
+from vapi.commands import add_config_parser
+from vapi.config import load_config
 from vapi.training.config import RunConfig
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser(
-        "train", help="post-train a generator with VA-π",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = add_config_parser(
+        sub, "train", RunConfig, help="post-train a generator with VA-π",
         description="VA-π post-training. Options come from the dataclass defaults (the paper's values), then "
                     "--config FILE (YAML), then key=value overrides (e.g. optim.learning_rate=1e-5).",
-        epilog="options (key = default  help):\n" + "\n".join(describe(RunConfig)))
-    p.add_argument("--config", help="YAML file of options (see configs/)")
+        config_help="YAML file of options (see configs/)")
     p.add_argument("--resume", nargs="?", const="auto", default=None,
                    help="continue from the latest checkpoint in train.output_dir, or from the given checkpoint")
-    p.add_argument("overrides", nargs="*", metavar="key=value")
     p.set_defaults(func=run)
 
 
