@@ -70,11 +70,27 @@ def test_rollout_layout_context_and_no_grad():
     assert len(calls) == 1 and calls[0][2] is False
     assert torch.equal(calls[0][1], gt)  # ξ = 0 feeds the clean context
     assert torch.equal(ro.tokens, torch.tensor([5, 5, 5, 2, 2, 2])[:, None].expand(-1, T))
-    assert torch.equal(ro.cond, torch.tensor([5, 5, 5, 2, 2, 2]))
-    assert torch.equal(ro.gt_tokens, gt.repeat_interleave(G, 0)) and torch.equal(ro.context, ro.gt_tokens)
+    assert torch.equal(ro.cond, cond)  # stored once per image
+    assert torch.equal(ro.gt_tokens, gt) and torch.equal(ro.context, ro.gt_tokens)
     assert ro.old_logps.shape == (B * G, T) and not ro.old_logps.requires_grad
-    part = ro.select(slice(3, 6))
-    assert torch.equal(part.tokens, ro.tokens[3:]) and part.group_size == G
+
+
+def test_micro_batch_layouts():
+    B, G, T, V = 3, 4, 2, 5
+    gt = torch.arange(B * T).view(B, T) % V
+    ro = Rollout(tokens=torch.arange(B * G * T).view(B * G, T) % V, old_logps=torch.zeros(B * G, T), gt_tokens=gt,
+                 context=gt + 1, cond=torch.tensor([7, 8, 9]), group_size=G)
+    rows = slice(2, 9)  # the last 2 samples of image 0, all of image 1, the first of image 2
+    shared = ro.micro_batch(rows, shared=True)
+    assert torch.equal(shared.cond, torch.tensor([7, 8, 9])) and torch.equal(shared.context, gt + 1)
+    assert shared.row_image.tolist() == [0, 0, 1, 1, 1, 1, 2]
+    per_sample = ro.micro_batch(rows, shared=False)
+    assert per_sample.cond.tolist() == [7, 7, 8, 8, 8, 8, 9] and per_sample.row_image.tolist() == list(range(7))
+    assert torch.equal(per_sample.gt_tokens, gt[[0, 0, 1, 1, 1, 1, 2]])
+    for mb in (shared, per_sample):
+        assert torch.equal(mb.tokens, ro.tokens[rows]) and torch.equal(mb.old_logps, ro.old_logps[rows])
+        # both layouts put each sequence under its own image's context
+        assert torch.equal(mb.context[mb.row_image], (gt + 1)[[0, 0, 1, 1, 1, 1, 2]])
 
 
 def test_rollout_feeds_the_corrupted_context_it_returns():
@@ -89,8 +105,8 @@ def test_rollout_feeds_the_corrupted_context_it_returns():
     ro = teacher_forced_rollout(logits_fn, torch.arange(B), gt, num_generations=G, vocab_size=V,
                                 context_noise=0.5, generator=torch.Generator().manual_seed(0))
     assert not torch.equal(seen[0], gt)
-    assert torch.equal(ro.context, seen[0].repeat_interleave(G, 0))
-    assert torch.equal(ro.gt_tokens, gt.repeat_interleave(G, 0))
+    assert torch.equal(ro.context, seen[0])
+    assert torch.equal(ro.gt_tokens, gt)
     assert ro.old_logps.allclose(torch.full((B * G, T), -torch.log(torch.tensor(16.0)).item()))
 
 

@@ -43,6 +43,7 @@ def equivalence_config(root: Path, parallel: str, per_device_batch_size: int):
     cfg = tiny_config(root, max_steps=2, save_steps=1, per_device_batch_size=per_device_batch_size,
                       micro_batch_size=4, parallel=parallel, device="cpu")
     cfg.objective.policy_mode = "eval"  # no dropout: the same function on every rank
+    cfg.objective.update_layout = "shared"  # one forward per image (what auto picks in eval mode), stated here
     # Adam's first step is lr·g/(|g| + eps): for the few entries whose clipped gradient is ~1e-11, far below the
     # default eps=1e-8, the rounding of summing in another order (per rank vs per micro-batch, ~1e-7 relative to
     # the largest terms) moves the update by up to ~2e-5. eps=1e-6 keeps that map well-conditioned; entries with

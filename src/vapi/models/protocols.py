@@ -145,3 +145,22 @@ class PromptEncoder(Protocol):
 
     def prepare(self, prompts: list[str]) -> None:
         """Precompute whatever is expensive for these prompts (e.g. cache T5 features on disk); may be a no-op."""
+
+
+# Attributes through which modules draw random numbers in train mode: LlamaGen's class/caption dropout and attention
+# dropout, DropPath, transformers' attention dropout.
+_RANDOM_RATES = ("dropout_prob", "attn_dropout_p", "attention_dropout", "drop_path_rate")
+
+
+def has_train_randomness(model: torch.nn.Module) -> bool:
+    """True when `model.train()` makes its forward random (any dropout, DropPath or condition dropout rate > 0)."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.dropout._DropoutNd) and module.p > 0:
+            return True
+        if type(module).__name__ == "DropPath" and getattr(module, "p", 0) > 0:
+            return True
+        for name in _RANDOM_RATES:
+            rate = getattr(module, name, 0)
+            if isinstance(rate, (int, float)) and not isinstance(rate, bool) and rate > 0:
+                return True
+    return False

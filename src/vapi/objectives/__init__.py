@@ -5,6 +5,7 @@ Pure tensor math; the trainer owns the model calls and passes logits in.
 
 from vapi.objectives.advantages import group_advantages
 from vapi.objectives.context_noise import perturb_context
+from vapi.objectives.logprobs import gather_logprobs, token_entropy
 from vapi.objectives.losses import (
     LossStats,
     SurrogateStats,
@@ -13,8 +14,10 @@ from vapi.objectives.losses import (
     per_token_kl,
     prior_ce,
     token_dropout_mask,
+    weighted_prior_ce,
 )
 from vapi.objectives.rollout import (
+    MicroBatch,
     Rollout,
     sample_from_logits,
     teacher_forced_rollout,
@@ -23,10 +26,12 @@ from vapi.objectives.rollout import (
 
 __all__ = [
     "LossStats",
+    "MicroBatch",
     "Rollout",
     "SurrogateStats",
     "VaPiLoss",
     "clipped_surrogate",
+    "gather_logprobs",
     "group_advantages",
     "per_token_kl",
     "perturb_context",
@@ -34,5 +39,7 @@ __all__ = [
     "sample_from_logits",
     "teacher_forced_rollout",
     "token_dropout_mask",
+    "token_entropy",
     "token_logprobs",
+    "weighted_prior_ce",
 ]

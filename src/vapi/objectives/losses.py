@@ -23,7 +23,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from vapi.objectives.rollout import token_logprobs
+from vapi.objectives.logprobs import gather_logprobs
 
 
 class SurrogateStats(NamedTuple):
@@ -96,6 +96,18 @@ def prior_ce(logits: torch.Tensor, gt_tokens: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), gt_tokens.reshape(-1))
 
 
+def weighted_prior_ce(logits: torch.Tensor, gt_tokens: torch.Tensor, row_image: torch.Tensor | None = None
+                      ) -> torch.Tensor:
+    """Prior CE of forward rows [b, T, V] against clean tokens [b, T], each row weighted by the number of scored
+    sequences `row_image` [N] assigns to it (None: equal weights, = `prior_ce`) → []. Memory-lean (no log-softmax
+    copy of the logits)."""
+    nll = -gather_logprobs(logits, gt_tokens).mean(dim=-1)  # [b]
+    if row_image is None:
+        return nll.mean()
+    weights = torch.bincount(row_image, minlength=nll.shape[0]).to(nll.dtype) / row_image.numel()  # [b]
+    return (nll * weights).sum()
+
+
 def per_token_kl(new_logps: torch.Tensor, ref_logps: torch.Tensor) -> torch.Tensor:
     """k3 estimator of KL(new || ref) per token: exp(ref - new) - (ref - new) - 1 ≥ 0. [N, T] → [N, T]."""
     delta = ref_logps - new_logps
@@ -122,23 +134,29 @@ class VaPiLoss:
 
     def __call__(self, new_logits: torch.Tensor, tokens: torch.Tensor, old_logps: torch.Tensor,
                  advantages: torch.Tensor, gt_tokens: torch.Tensor, token_mask: torch.Tensor | None = None,
-                 ref_logits: torch.Tensor | None = None) -> tuple[torch.Tensor, LossStats]:
-        """new_logits: [N, T, V] (with grad), tokens/old_logps/gt_tokens/token_mask: [N, T], advantages: [N],
-        ref_logits: [N, T, V] from a frozen policy on the same context, needed iff kl_weight > 0."""
+                 ref_logits: torch.Tensor | None = None, row_image: torch.Tensor | None = None,
+                 ) -> tuple[torch.Tensor, LossStats]:
+        """new_logits: [b, T, V] (with grad) and gt_tokens: [b, T] for the b forward rows; tokens, old_logps,
+        token_mask: [N, T] and advantages: [N] for the N scored sequences; row_image: [N], the forward row each
+        sequence was sampled under (None: one row per sequence, b == N); ref_logits: [b, T, V] from a frozen policy
+        on the same context, needed iff kl_weight > 0.
+
+        With the shared-context layout (b < N) the prior CE of each forward row is weighted by how many of the N
+        sequences it carries, so the loss equals that of the N-row layout whenever rows of one image agree."""
         if self.kl_weight > 0 and ref_logits is None:
             raise ValueError("kl_weight > 0 needs ref_logits from the frozen reference policy")
         grad = torch.is_grad_enabled()
-        new_logps = token_logprobs(new_logits, tokens, self.temperature)  # [N, T]
+        new_logps = gather_logprobs(new_logits, tokens, row_image, self.temperature)  # [N, T]
         policy, surrogate = clipped_surrogate(new_logps, old_logps, advantages, self.epsilon, token_mask)
         total = policy
         with torch.set_grad_enabled(grad and self.prior_weight > 0):
-            ce = prior_ce(new_logits, gt_tokens)
+            ce = weighted_prior_ce(new_logits, gt_tokens, row_image)
         if self.prior_weight > 0:
             total = total + self.prior_weight * ce
         kl = torch.zeros((), device=policy.device)
         if ref_logits is not None:
             with torch.set_grad_enabled(grad and self.kl_weight > 0):
-                ref_logps = token_logprobs(ref_logits.detach(), tokens, self.temperature)  # [N, T]
+                ref_logps = gather_logprobs(ref_logits.detach(), tokens, row_image, self.temperature)  # [N, T]
                 kl = _seq_mean(per_token_kl(new_logps, ref_logps), token_mask)
             if self.kl_weight > 0:
                 total = total + self.kl_weight * kl

@@ -18,9 +18,9 @@ from __future__ import annotations
 from typing import Callable, NamedTuple
 
 import torch
-import torch.nn.functional as F
 
-from vapi.models.protocols import Condition, index_condition, repeat_condition
+from vapi.models.protocols import Condition, index_condition
+from vapi.objectives.logprobs import gather_logprobs
 from vapi.objectives.context_noise import perturb_context
 from vapi.sampling import filter_logits
 
@@ -31,25 +31,50 @@ _MIN_TEMPERATURE = 1e-5
 
 
 class Rollout(NamedTuple):
-    """One rollout batch of B images x G generations; every tensor is image-major (row b*G + k)."""
+    """One rollout batch of B images × G generations. Sequences are image-major (row b*G + k); the context, the
+    condition and the clean tokens are stored once per image, since all G samples of an image share them."""
 
     tokens: torch.Tensor  # [B*G, T] long: sampled tokens
     old_logps: torch.Tensor  # [B*G, T] float32: log_softmax(logits / temperature) at `tokens`, unfiltered
-    gt_tokens: torch.Tensor  # [B*G, T] long: clean ground-truth tokens (the prior-CE targets)
-    context: torch.Tensor  # [B*G, T] long: the corrupted context fed to the model; reuse it for the update
-    cond: Condition  # B*G rows: class ids [B*G] or a PromptCondition (caption features / prompt ids + mask)
+    gt_tokens: torch.Tensor  # [B, T] long: clean ground-truth tokens (the prior-CE targets)
+    context: torch.Tensor  # [B, T] long: the corrupted context fed to the model; reuse it for the update
+    cond: Condition  # B rows: class ids [B] or a PromptCondition (caption features / prompt ids + mask)
     group_size: int  # G
 
-    def select(self, index: slice | torch.Tensor) -> Rollout:
-        """Rows `index` of every tensor (a micro-batch); group_size is kept for bookkeeping."""
-        return Rollout(self.tokens[index], self.old_logps[index], self.gt_tokens[index], self.context[index],
-                       index_condition(self.cond, index), self.group_size)
+    def micro_batch(self, rows: slice, shared: bool) -> MicroBatch:
+        """Sequences `rows` (a contiguous slice of the B*G) as one update micro-batch.
+
+        shared: one forward row per image the slice touches (the G samples of an image gather from it);
+        otherwise one forward row per sequence, the image's context repeated (the reference's layout, where each
+        row gets its own dropout mask in train mode).
+        """
+        G = self.group_size
+        seq = torch.arange(rows.start, rows.stop, device=self.tokens.device)  # [N]
+        image = torch.div(seq, G, rounding_mode="floor")  # [N]: the image each sequence belongs to
+        if shared:
+            first = rows.start // G
+            images: slice | torch.Tensor = slice(first, (rows.stop - 1) // G + 1)
+            row_image = image - first  # [N] → forward rows [b]
+        else:
+            images, row_image = image, torch.arange(len(seq), device=seq.device)
+        return MicroBatch(self.tokens[rows], self.old_logps[rows], row_image, self.gt_tokens[images],
+                          self.context[images], index_condition(self.cond, images))
+
+
+class MicroBatch(NamedTuple):
+    """What one forward/backward of the update sees: b forward rows and N ≥ b scored sequences."""
+
+    tokens: torch.Tensor  # [N, T] sampled tokens
+    old_logps: torch.Tensor  # [N, T] their sampling-time log-probs
+    row_image: torch.Tensor  # [N] long: the forward row (of b) each sequence was sampled under
+    gt_tokens: torch.Tensor  # [b, T] clean tokens of the forward rows
+    context: torch.Tensor  # [b, T] corrupted context of the forward rows
+    cond: Condition  # b rows
 
 
 def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """log_softmax(logits / temperature) at `tokens`, in float32. logits: [N, T, V], tokens: [N, T] → [N, T]."""
-    logps = F.log_softmax(logits.float() / max(temperature, _MIN_TEMPERATURE), dim=-1)  # [N, T, V]
-    return logps.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    return gather_logprobs(logits, tokens, None, temperature)
 
 
 def sample_from_logits(logits: torch.Tensor, num_generations: int, temperature: float = 1.0, top_k: int = 0,
@@ -65,8 +90,8 @@ def sample_from_logits(logits: torch.Tensor, num_generations: int, temperature: 
     probs = filter_logits(scaled, top_k, top_p).softmax(dim=-1).reshape(B * T, V)  # [B*T, V]
     draws = torch.multinomial(probs, G, replacement=True, generator=generator)  # [B*T, G]
     tokens = draws.view(B, T, G).transpose(1, 2).reshape(B * G, T)  # [B*G, T], row b*G + k
-    logps = F.log_softmax(scaled, dim=-1).unsqueeze(1).expand(B, G, T, V)  # [B, G, T, V], a view
-    old_logps = logps.gather(-1, tokens.view(B, G, T, 1)).reshape(B * G, T)  # [B*G, T]
+    rows = torch.arange(B, device=logits.device).repeat_interleave(G)  # [B*G]: sequence → its image's logits row
+    old_logps = gather_logprobs(logits, tokens, rows, temperature)  # [B*G, T]
     return tokens, old_logps
 
 
@@ -86,11 +111,5 @@ def teacher_forced_rollout(logits_fn: LogitsFn, cond: Condition, gt_tokens: torc
     context = perturb_context(gt_tokens, context_noise, vocab_size, generator)  # [B, T]
     logits = logits_fn(cond, context)  # [B, T, V]
     tokens, old_logps = sample_from_logits(logits, G, temperature, top_k, top_p, generator)  # [B*G, T]
-    return Rollout(
-        tokens=tokens,
-        old_logps=old_logps,
-        gt_tokens=gt_tokens.repeat_interleave(G, dim=0),
-        context=context.repeat_interleave(G, dim=0),
-        cond=repeat_condition(cond, G),
-        group_size=G,
-    )
+    return Rollout(tokens=tokens, old_logps=old_logps, gt_tokens=gt_tokens, context=context, cond=cond,
+                   group_size=G)

@@ -19,6 +19,7 @@ from vapi.training.parallelize import PARALLEL
 OBJECTIVES = ("vapi", "ce")
 MODES = ("train", "eval")
 POLICY_MODES = ("train", "eval", "twice")
+UPDATE_LAYOUTS = ("auto", "shared", "per_sample")
 
 
 @dataclass
@@ -50,6 +51,12 @@ class ObjectiveConfig:
     token_dropout: float = helpf(0.0, "fraction of tokens left out of the surrogate at random; 0 = off")
     rollout_mode: str = helpf("eval", "model mode of the sampling pass: eval (reference) | train")
     policy_mode: str = helpf("train", "mode of the update pass: train (dropout) | eval | twice (ratio in eval, CE in train)")
+    update_layout: str = helpf("auto", "shared: one forward per image, its G samples gather from it (G× less compute "
+                                       "and activation memory) | per_sample: one forward per sequence (the "
+                                       "reference) | auto: shared whenever the update's numerator is dropout-free "
+                                       "(policy_mode eval/twice or a dropout-free model). Shared in train mode "
+                                       "draws one dropout mask per image instead of one per sample: a different "
+                                       "estimator")
 
     def __post_init__(self):
         if self.name not in OBJECTIVES:
@@ -63,6 +70,8 @@ class ObjectiveConfig:
             raise ValueError(f"token_dropout must be in [0, 1), got {self.token_dropout}")
         if self.rollout_mode not in MODES:
             raise ValueError(f"rollout_mode must be one of {MODES}, got {self.rollout_mode!r}")
+        if self.update_layout not in UPDATE_LAYOUTS:
+            raise ValueError(f"update_layout must be one of {UPDATE_LAYOUTS}, got {self.update_layout!r}")
         if self.policy_mode not in POLICY_MODES:
             raise ValueError(f"policy_mode must be one of {POLICY_MODES}, got {self.policy_mode!r}")
 

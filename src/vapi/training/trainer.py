@@ -26,8 +26,9 @@ from pathlib import Path
 import torch
 
 from vapi.config import save_config, to_dict
-from vapi.models.protocols import index_condition
-from vapi.objectives import VaPiLoss, group_advantages, prior_ce, teacher_forced_rollout, token_dropout_mask
+from vapi.models.protocols import has_train_randomness, index_condition
+from vapi.objectives import (MicroBatch, VaPiLoss, group_advantages, prior_ce, teacher_forced_rollout,
+                             token_dropout_mask, token_entropy, weighted_prior_ce)
 from vapi.objectives.rewards import Reward, score_tokens
 from vapi.training import checkpoint as ckpt
 from vapi.training.config import RunConfig
@@ -38,10 +39,12 @@ from vapi.training.parallelize import full_value, grad_sync, parallelize, resolv
 from vapi.training.state import BatchStream, TrainState
 
 
-def token_entropy(logits: torch.Tensor) -> torch.Tensor:
-    """Mean per-position entropy (nats) of logits [N, T, V]."""
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    return -(logp.exp() * logp).sum(-1).mean()
+def uses_shared_update(layout: str, policy_mode: str, policy: torch.nn.Module) -> bool:
+    """`objective.update_layout`: shared | per_sample | auto (shared whenever the update's numerator is dropout-free:
+    policy_mode eval or twice, or a policy without train-mode randomness)."""
+    if layout != "auto":
+        return layout == "shared"
+    return policy_mode in ("eval", "twice") or not has_train_randomness(policy)
 
 
 class Trainer:
@@ -71,6 +74,7 @@ class Trainer:
         self.reward = (reward or (Reward(cfg.reward) if o.name == "vapi" else None))
         if self.reward is not None:
             self.reward.to(self.device)
+        self.shared_update = uses_shared_update(o.update_layout, o.policy_mode, policy)
         self.loss_fn = VaPiLoss(epsilon=o.epsilon, prior_weight=0.0 if o.policy_mode == "twice" else o.prior_weight,
                                 kl_weight=o.beta, temperature=o.temperature, grad_accum_steps=cfg.grad_accum_steps)
         use_bf16 = t.precision == "bf16" or (t.precision == "auto" and self.device.type == "cuda")
@@ -141,8 +145,8 @@ class Trainer:
 
         def logits_fn(cond, context):
             with self.autocast():
-                logits = self.wrapped_policy(cond, context).float()  # [B, T, V]
-            seen["entropy"] = token_entropy(logits / o.temperature).item()
+                logits = self.wrapped_policy(cond, context)  # [B, T, V] float32
+            seen["entropy"] = token_entropy(logits, o.temperature).item()
             return logits
 
         rollout = teacher_forced_rollout(
@@ -152,6 +156,8 @@ class Trainer:
         return rollout, seen["entropy"]
 
     def _policy_update(self, rollout, advantages) -> dict[str, float]:
+        """K optimizer steps over the rollout's B*G sequences, micro-batches of `micro_batch_size` sequences. In the
+        shared layout a micro-batch costs one forward per image it touches, not one per sequence."""
         t = self.cfg.train
         mb, accum = t.micro_batch_size, self.cfg.grad_accum_steps
         sums, count, grad_norms = {}, 0, []
@@ -160,7 +166,7 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 for a in range(accum):
                     part = slice((k * accum + a) * mb, (k * accum + a + 1) * mb)
-                    batch = rollout.select(part)
+                    batch = rollout.micro_batch(part, self.shared_update)
                     with grad_sync(self.wrapped_policy, a == accum - 1):  # all-reduce once per optimizer step
                         stats = self._micro_step(batch, advantages[part])
                     for name, value in stats.items():
@@ -171,27 +177,28 @@ class Trainer:
         metrics["grad_norm"] = sum(grad_norms) / len(grad_norms)
         return metrics
 
-    def _micro_step(self, batch, advantages) -> dict[str, float]:
+    def _micro_step(self, batch: MicroBatch, advantages: torch.Tensor) -> dict[str, float]:
         o = self.cfg.objective
         mask = None
         if o.token_dropout > 0:
             mask = token_dropout_mask(tuple(batch.tokens.shape), o.token_dropout, self.state.sampling_generator,
-                                      self.device)
+                                      self.device)  # [N, T]
         ref_logits = None
         if self.ref_policy is not None:
             with torch.no_grad(), self.autocast():
-                ref_logits = self.ref_policy.teacher_forced_logits(batch.cond, batch.context).float()
+                ref_logits = self.ref_policy.teacher_forced_logits(batch.cond, batch.context)  # [b, T, V]
         self.policy.train(o.policy_mode != "eval" and o.policy_mode != "twice")
         with self.autocast():
-            logits = self.wrapped_policy(batch.cond, batch.context).float()  # [mb, T, V]
+            logits = self.wrapped_policy(batch.cond, batch.context)  # [b, T, V] float32
         loss, stats = self.loss_fn(logits, batch.tokens, batch.old_logps, advantages, batch.gt_tokens, mask,
-                                   ref_logits)
+                                   ref_logits, batch.row_image)
         if o.policy_mode == "twice" and o.prior_weight > 0:
             # The ratio was taken in eval mode; the prior term gets its own train-mode (dropout) pass, as the reference.
             self.policy.train(True)
             with self.autocast():
-                train_logits = self.wrapped_policy(batch.cond, batch.context).float()
-            loss = loss + o.prior_weight * prior_ce(train_logits, batch.gt_tokens) / self.cfg.grad_accum_steps
+                train_logits = self.wrapped_policy(batch.cond, batch.context)  # [b, T, V]
+            prior = weighted_prior_ce(train_logits, batch.gt_tokens, batch.row_image)
+            loss = loss + o.prior_weight * prior / self.cfg.grad_accum_steps
         loss.backward()
         return {k: v.item() for k, v in stats._asdict().items()}
 
