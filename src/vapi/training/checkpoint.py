@@ -27,6 +27,7 @@ from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model
                                                      set_optimizer_state_dict)
 
 from vapi.models.checkpoint import save_pretrained
+from vapi.models.lora import merged_state_dict
 from vapi.models.state_dict_io import read_model_config
 from vapi.training.distributed import barrier
 
@@ -78,7 +79,7 @@ def save_checkpoint(run_dir: Path, step: int, policy: torch.nn.Module, optimizer
          tmp / "dcp")
     torch.save(rank_state, _rng_file(tmp, rank))
     if rank == 0:
-        save_pretrained(policy, tmp / "model", state_dict=full)
+        save_pretrained(policy, tmp / "model", state_dict=merged_state_dict(policy, full))  # adapters folded in
         torch.save(trainer_state, tmp / "trainer_state.pt")
     barrier()
     if rank == 0:

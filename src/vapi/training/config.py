@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from vapi.config import helpf
 from vapi.data.images import DataConfig
 from vapi.models.build import MODEL_KINDS
+from vapi.models.lora import LoraConfig
 from vapi.models.text_encoder import TextEncoderConfig
 from vapi.objectives.rewards import RewardConfig
 from vapi.training.optim import OptimConfig
@@ -30,6 +31,7 @@ class ModelConfig:
     vq: str = helpf("", "VQ tokenizer checkpoint: LlamaGen .pt or a vapi model folder (unused by kind=janus)")
     gpt_model: str = helpf("", "GPT preset (GPT-B ... GPT-7B); default: inferred from the tensor shapes")
     image_size: int = helpf(0, "image size the generator was trained at; 0 = from the file name, else 256")
+    lora: LoraConfig = field(default_factory=LoraConfig)
 
     def __post_init__(self):
         if self.kind not in MODEL_KINDS:
@@ -97,6 +99,8 @@ class TrainConfig:
     tensorboard: bool = helpf(True, "write TensorBoard events")
     wandb_project: str = helpf("", "W&B project; empty = off")
     progress: bool = helpf(True, "show a progress bar")
+    gradient_checkpointing: bool = helpf(False, "recompute each transformer block's activations in backward "
+                                                "instead of storing them (less memory, ~1/3 more compute)")
 
     def __post_init__(self):
         if self.parallel not in PARALLEL:

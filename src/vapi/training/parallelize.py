@@ -16,6 +16,7 @@ teacher-forced pass), never `model.teacher_forced_logits`, or DDP would not all-
 """
 from __future__ import annotations
 
+import types
 from contextlib import nullcontext
 
 import torch
@@ -39,6 +40,25 @@ def transformer_blocks(model: nn.Module) -> nn.ModuleList:
             return found
     raise TypeError(f"FSDP does not know where {type(model).__name__} keeps its transformer blocks; add the path to "
                     f"BLOCK_PATHS in {__name__}")
+
+
+def _checkpointed_forward(block: nn.Module, *args, **kwargs):
+    forward = type(block).forward
+    if not torch.is_grad_enabled():
+        return forward(block, *args, **kwargs)
+    from torch.utils.checkpoint import checkpoint
+
+    return checkpoint(forward, block, *args, use_reentrant=False, **kwargs)
+
+
+def apply_activation_checkpointing(model: nn.Module) -> nn.Module:
+    """Each transformer block keeps only its input for backward and recomputes the rest (non-reentrant
+    `torch.utils.checkpoint`, which replays the same dropout masks). Applied before DDP/FSDP, as torchtitan orders
+    it; parameter names are unchanged (the block's forward is wrapped, not the module), so checkpoints are too, and a
+    deep copy of the model stays bound to its own blocks. Passes without gradients (sampling) run the block as is."""
+    for block in transformer_blocks(model):
+        block.forward = types.MethodType(_checkpointed_forward, block)
+    return model
 
 
 def resolve_parallel(name: str, info: DistInfo) -> str:

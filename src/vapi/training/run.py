@@ -4,6 +4,7 @@ from __future__ import annotations
 from vapi.data.captions import ConditionedDataset
 from vapi.data.images import build_dataset
 from vapi.models.build import build_policy
+from vapi.models.lora import apply_lora
 from vapi.training.config import RunConfig
 from vapi.training.distributed import DistInfo, barrier, init_distributed
 from vapi.training.trainer import Trainer
@@ -16,6 +17,8 @@ def build_trainer(cfg: RunConfig, resume: str | bool = False, dist: DistInfo | N
                           gpt_preset=cfg.model.gpt_model or None, image_size=cfg.model.image_size or None,
                           text_device=dist.device)
     cfg.model.image_size = models.image_size
+    if cfg.model.lora.rank > 0:
+        apply_lora(models.policy, cfg.model.lora)
     if cfg.data.image_size != models.image_size:
         cfg.data.image_size = models.image_size  # images are cropped to the resolution the generator was trained at
     dataset = build_dataset(cfg.data)

@@ -35,7 +35,8 @@ from vapi.training.config import RunConfig
 from vapi.training.distributed import DistInfo, all_gather_cat, reduce_metrics, resolve_device
 from vapi.training.logging import MetricLogger
 from vapi.training.optim import build_optimizer, build_scheduler
-from vapi.training.parallelize import full_value, grad_sync, parallelize, resolve_parallel
+from vapi.training.parallelize import (apply_activation_checkpointing, full_value, grad_sync, parallelize,
+                                      resolve_parallel)
 from vapi.training.state import BatchStream, TrainState
 
 
@@ -77,6 +78,8 @@ class Trainer:
         self.shared_update = uses_shared_update(o.update_layout, o.policy_mode, policy)
         self.loss_fn = VaPiLoss(epsilon=o.epsilon, prior_weight=0.0 if o.policy_mode == "twice" else o.prior_weight,
                                 kl_weight=o.beta, temperature=o.temperature, grad_accum_steps=cfg.grad_accum_steps)
+        if t.gradient_checkpointing:
+            apply_activation_checkpointing(self.policy)  # after the reference copy, which must not share the wrapper
         use_bf16 = t.precision == "bf16" or (t.precision == "auto" and self.device.type == "cuda")
         self.autocast = (lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)) if use_bf16 else nullcontext
         # The policy as trained (DDP, FSDP2 or itself): logits come from calling it, so that gradients synchronise;
