@@ -14,7 +14,8 @@ def add_parser(sub) -> None:
         sub, "train", RunConfig, help="post-train a generator with VA-π",
         description="VA-π post-training. Options come from the dataclass defaults (the paper's values), then "
                     "--config FILE (YAML), then key=value overrides (e.g. optim.learning_rate=1e-5).",
-        config_help="YAML file of options (see configs/)")
+        config_help="YAML file of options (the shipped ones: llamagen_c2i_b_256, llamagen_c2i_xl_384, "
+                    "llamagen_c2i_xxl_384, llamagen_t2i_xl_256, janus_pro_1b)")
     p.add_argument("--resume", nargs="?", const="auto", default=None,
                    help="continue from the latest checkpoint in train.output_dir, or from the given checkpoint")
     p.set_defaults(func=run)
@@ -28,6 +29,12 @@ def run(args) -> int:
     dist = init_distributed(cfg.train.device)  # `python -m vapi` leaves the process group at exit
     metrics = train(cfg, resume=args.resume or False, dist=dist)
     if dist.is_main:
+        from vapi.training.resolve import latest_step_dir
+
         print(f"done: {cfg.train.max_steps} steps in {cfg.train.output_dir}; last reward "
               f"{metrics.get('reward', float('nan')):.4f}")
+        final = latest_step_dir(cfg.train.output_dir)
+        if final is not None:
+            print(f"final checkpoint: {final / 'model'} (vapi sample --gpt {cfg.train.output_dir} ...; "
+                  f"vapi convert {cfg.train.output_dir} model.pt for LlamaGen)")
     return 0

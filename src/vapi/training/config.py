@@ -30,7 +30,8 @@ class ModelConfig:
                          "Janus folder or hub id in the HF cache")
     vq: str = helpf("", "VQ tokenizer checkpoint: LlamaGen .pt or a vapi model folder (unused by kind=janus)")
     gpt_model: str = helpf("", "GPT preset (GPT-B ... GPT-7B); default: inferred from the tensor shapes")
-    image_size: int = helpf(0, "image size the generator was trained at; 0 = from the file name, else 256")
+    image_size: int = helpf(0, "image size the generator was trained at; 0 = from a vapi folder's config or the "
+                               "official file's name (c2i_XXL_384.pt); required when neither says")
     lora: LoraConfig = field(default_factory=LoraConfig)
 
     def __post_init__(self):
