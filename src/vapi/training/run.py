@@ -1,6 +1,7 @@
 """`train(cfg)`: build the generator, tokenizer and data a RunConfig names, then run the trainer (library API)."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from vapi.data.captions import ConditionedDataset
