@@ -69,3 +69,13 @@ def test_inception_offline_error_names_the_url(torch_home):
     with pytest.raises(FileNotFoundError) as err:
         resolve_inception_weights()
     assert WEIGHT_FILES["inception"].url in str(err.value) and "vapi download inception" in str(err.value)
+
+
+def test_train_names_missing_lpips_weights_before_loading_models(torch_home, tmp_path, capsys):
+    from vapi.cli import main
+
+    code = main(["train", "model.gpt=/nowhere/gpt", "model.vq=/nowhere/vq", "data.path=/nowhere",
+                 f"train.output_dir={tmp_path / 'run'}"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert WEIGHT_FILES["lpips-vgg"].url in err and "reward.lpips=0" in err

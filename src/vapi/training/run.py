@@ -14,6 +14,22 @@ from vapi.training.summary import format_summary, run_summary, write_summary
 from vapi.training.trainer import Trainer
 
 
+def check_weight_files(cfg: RunConfig) -> None:
+    """Third-party weights the run will need, checked before minutes of model loading (see `vapi env`)."""
+    from vapi.weights import cache_path, missing_message
+
+    r = cfg.reward
+    if cfg.objective.name == "vapi" and r.lpips and not r.lpips_random_backbone:
+        path = Path(r.lpips_weights) if r.lpips_weights else cache_path(f"lpips-{r.lpips_net}")
+        if not path.is_file():
+            raise FileNotFoundError(f"reward.lpips={r.lpips} needs LPIPS's backbone: "
+                                    + missing_message(f"lpips-{r.lpips_net}", path, "reward.lpips_weights")
+                                    + " (or turn the term off with reward.lpips=0)")
+    t = cfg.train
+    if t.gen_metrics_steps and t.gen_metrics_features == "inception" and not cache_path("inception").is_file():
+        raise FileNotFoundError("train.gen_metrics_features=inception: " + missing_message("inception"))
+
+
 def check_image_size(cfg: RunConfig) -> None:
     """The generator's resolution is never guessed: an official file names it (c2i_XXL_384.pt) or it is given."""
     from vapi.models.infer_config import image_size_from_filename
@@ -30,6 +46,7 @@ def build_trainer(cfg: RunConfig, resume: str | bool = False, dist: DistInfo | N
     """Under torchrun this joins the process group (if the caller has not) and every rank builds its trainer."""
     dist = dist or init_distributed(cfg.train.device)
     check_image_size(cfg)
+    check_weight_files(cfg)
     notes = []
     models = build_policy(cfg.model.kind, cfg.model.gpt, cfg.model.vq, text=cfg.text_encoder,
                           gpt_preset=cfg.model.gpt_model or None, image_size=cfg.model.image_size or None,
