@@ -16,7 +16,8 @@ from vapi.training.config import RunConfig, resolve_report_to
 def _generator(cfg: RunConfig, policy) -> dict:
     config = getattr(policy, "config", None)
     out = {"kind": cfg.model.kind, "path": cfg.model.gpt,
-           "parameters_m": round(sum(p.numel() for p in policy.parameters()) / 1e6, 2)}
+           "parameters_m": round(sum(p.numel() for p in policy.parameters()) / 1e6, 2),
+           "trainable_m": round(sum(p.numel() for p in policy.parameters() if p.requires_grad) / 1e6, 2)}
     if cfg.model.kind == "llamagen" and config is not None:
         from vapi.models.infer_config import gpt_preset_name
 
