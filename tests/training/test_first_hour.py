@@ -45,6 +45,10 @@ def test_tiny_run_shows_grids_summary_checkpoint_and_report(setup, capsys):
     first, last = (np.asarray(Image.open(g)).astype(int) for g in grids)
     assert first.shape == (2 + 2 * 18, 2 + 3 * 18, 3)
     assert np.abs(first - last).mean() > 0
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tensorboard")).Reload()
+    assert [e.step for e in events.Images("samples/free_running")] == [0, 2]
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert {"learning_rate", "rewards/mse/mean", "step_time", "num_tokens", "frac_reward_zero_std"} <= set(rows[-1])
     assert main(["report", str(run)]) == 0

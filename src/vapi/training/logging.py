@@ -113,22 +113,28 @@ def grid_array(images: torch.Tensor, nrow: int, padding: int = 2) -> np.ndarray:
     return make_grid(images, nrow=nrow, padding=padding)
 
 
-def reward_grid(gt: torch.Tensor, samples: torch.Tensor, rewards: torch.Tensor) -> Image.Image:
-    """One row per image, ground truth | its G samples, at the model's resolution; each sample's reward is written
-    in its top-left corner."""
+def reward_grid(gt: torch.Tensor, samples: torch.Tensor, rewards: torch.Tensor, min_cell: int = 64) -> Image.Image:
+    """One row per image, ground truth | its G samples, at the model's resolution, with a band under each row giving
+    each sample's reward. Cells smaller than `min_cell` px (tiny test models) are enlarged by an integer factor
+    (pixel replication, no resampling) so the labels fit."""
     n = gt.shape[0]
     G = samples.shape[0] // n
-    h, w = gt.shape[-2:]
     cells = torch.cat([gt.unsqueeze(1).cpu().float(), samples.view(n, G, *samples.shape[1:]).cpu().float()],
                       dim=1).flatten(0, 1)  # [n * (G + 1), 3, H, W]
-    padding = 2
-    canvas = Image.fromarray(grid_array(cells, nrow=G + 1, padding=padding))
+    factor = -(-min_cell // cells.shape[-1]) if cells.shape[-1] < min_cell else 1
+    if factor > 1:
+        cells = cells.repeat_interleave(factor, dim=-1).repeat_interleave(factor, dim=-2)
+    h, w = cells.shape[-2:]
+    padding, band = 2, 14
+    grid = Image.fromarray(grid_array(cells, nrow=G + 1, padding=padding))
+    canvas = Image.new("RGB", (grid.width, grid.height + n * band), "white")
     draw = ImageDraw.Draw(canvas)
     for i in range(n):
-        y = padding + i * (h + padding)
-        draw.text((2 + padding, y + 1), "real", fill="white", stroke_width=1, stroke_fill="black")
+        top = i * (h + padding)
+        row = grid.crop((0, top, grid.width, top + h + padding + (padding if i == n - 1 else 0)))
+        canvas.paste(row, (0, top + i * band))
+        y = top + i * band + h + 2 * padding
+        draw.text((padding + 2, y), "real", fill="black")
         for k in range(G):
-            x = padding + (k + 1) * (w + padding)
-            draw.text((x + 2, y + 1), f"{rewards[i * G + k].item():.3f}", fill="white", stroke_width=1,
-                      stroke_fill="black")
+            draw.text((padding + (k + 1) * (w + padding) + 2, y), f"R={rewards[i * G + k].item():.3f}", fill="black")
     return canvas
