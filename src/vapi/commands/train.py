@@ -3,6 +3,7 @@
 The same command runs on N GPUs: `torchrun --nproc_per_node N -m vapi train ... train.parallel=ddp|fsdp`."""
 from __future__ import annotations
 
+import os
 
 from vapi.commands import add_config_parser
 from vapi.config import load_config
@@ -25,6 +26,9 @@ def run(args) -> int:
     from vapi.training.distributed import init_distributed
     from vapi.training.run import train
 
+    if args.resume and "=" in args.resume and not os.path.exists(args.resume):
+        # `--resume key=value`: argparse gave the override to --resume's optional argument
+        args.overrides, args.resume = [args.resume, *args.overrides], "auto"
     cfg = load_config(RunConfig, args.config, args.overrides)
     dist = init_distributed(cfg.train.device)  # `python -m vapi` leaves the process group at exit
     metrics = train(cfg, resume=args.resume or False, dist=dist)
