@@ -79,3 +79,18 @@ def test_train_names_missing_lpips_weights_before_loading_models(torch_home, tmp
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1
     assert WEIGHT_FILES["lpips-vgg"].url in err and "reward.lpips=0" in err
+
+
+def test_hub_model_offline_errors_name_cache_path_and_url(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from vapi.models.text_encoder import resolve_pretrained
+
+    with pytest.raises(FileNotFoundError) as err:
+        resolve_pretrained("nobody/no-such-t5")
+    msg = str(err.value)
+    assert "https://huggingface.co/nobody/no-such-t5" in msg and "models--nobody--no-such-t5" in msg
+    pytest.importorskip("transformers")
+    from vapi.models.janus import load_janus
+
+    with pytest.raises(FileNotFoundError, match="https://huggingface.co/nobody/no-such-janus"):
+        load_janus("nobody/no-such-janus")

@@ -86,6 +86,19 @@ def download(name: str, base_url: str | None = None, check_hash: bool = True, pr
     return dst
 
 
+def hf_missing_message(repo_id: str, used_by: str) -> str:
+    """The offline error for a Hugging Face hub model: where the cache would hold it and where it comes from."""
+    try:
+        from huggingface_hub import constants
+
+        where = Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}"
+    except ImportError:
+        where = Path("~/.cache/huggingface/hub") / f"models--{repo_id.replace('/', '--')}"
+    return (f"{repo_id} ({used_by}) is neither a local folder nor in the Hugging Face cache at {where}. Fetch it from "
+            f"https://huggingface.co/{repo_id} once on a machine with internet (hf download {repo_id}, or "
+            f"huggingface-cli download {repo_id}) or give a local folder")
+
+
 def t5_status(name: str = T5_DEFAULT) -> tuple[bool, str]:
     """(present, where) of a hub id in the Hugging Face cache, without importing transformers."""
     try:
