@@ -28,7 +28,7 @@ from contextlib import nullcontext
 
 import torch
 
-from vapi.models.protocols import collate_conditions, index_condition
+from vapi.models.protocols import collate_conditions, condition_size, index_condition
 from vapi.sampling import SamplingConfig, generate
 
 
@@ -105,8 +105,8 @@ class SampleGrids:
             if not callable(getattr(model, "features", None)):
                 raise ValueError(f"train.gen_metrics_features={name}: a {type(model).__name__}, not a classifier")
             extractor = ClassifierExtractor(model.to(self.device), device=self.device)
-        # A different fixed slice of the data than the grid's: real images for the reference, their conditions
-        # for the generated ones, so the class / caption distribution matches.
+        # N fixed dataset items: their images are the reference, their conditions those of the generated images,
+        # so both sides have the same class / caption distribution.
         indices = fixed_indices(self.cfg.gen_metrics_samples, len(self.dataset))
         real = torch.stack([self.dataset[i][0] for i in indices])  # [N, 3, H, W]
         cond = self._conditions(indices)
@@ -119,7 +119,7 @@ class SampleGrids:
         if self._metrics is None:
             self._metrics = self._build_metrics()
         extractor, ref_feats, labels, cond = self._metrics
-        n = labels.shape[0] if labels is not None else len(ref_feats)
+        n = condition_size(cond)
         images = torch.cat([self._generate(policy, index_condition(cond, slice(s, s + 64)),
                                            self.cfg.sample_cfg_scale, self.cfg.sample_seed + 1 + s)
                             for s in range(0, n, 64)])
