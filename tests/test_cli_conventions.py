@@ -22,10 +22,11 @@ def test_flat_trl_names_and_did_you_mean():
     cfg = load_config(RunConfig, None, ["learning_rate=1e-5", "num_generations=4", "micro_batch_size=4"])
     assert cfg.optim.learning_rate == 1e-5 and cfg.objective.num_generations == 4
     for wrong, right in [("optim.lr=1", "optim.learning_rate"), ("train.learning_rate=1", "optim.learning_rate"),
-                         ("train.sampel_steps=3", "train.sample_steps"),
-                         ("per_device_train_batch_size=2", "train.per_device_batch_size")]:
+                         ("train.sampel_steps=3", "train.sample_steps")]:
         with pytest.raises(ConfigError, match=f"did you mean {right}"):
             load_config(RunConfig, None, [wrong])
+    with pytest.raises(ConfigError, match="counts completions; vapi's train.per_device_batch_size counts real images"):
+        load_config(RunConfig, None, ["per_device_train_batch_size=2"])
     with pytest.raises(ConfigError, match="valid options of optim: learning_rate"):
         load_config(RunConfig, None, ["optim.nope=1"])
 

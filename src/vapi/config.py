@@ -214,6 +214,9 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
     try:
         return from_dict(cls, data)
     except UnknownOption as e:  # suggest from the whole schema: `train.learning_rate` → `optim.learning_rate`
+        note = getattr(cls, "FOREIGN_NAMES", {}).get(e.key.rsplit(".", 1)[-1])
+        if note:
+            raise ConfigError(f"unknown option {e.key}: {note}") from None
         close = suggest(e.key, flat_keys(cls))
         if close and f"did you mean" not in str(e):
             raise ConfigError(f"unknown option {e.key}; did you mean {' or '.join(close)}?") from None

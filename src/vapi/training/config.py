@@ -7,6 +7,7 @@ weighs the prior (cross-entropy) term of the ELBO, is `objective.prior_weight`: 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from vapi.config import helpf
 from vapi.data.images import DataConfig
@@ -152,6 +153,11 @@ def resolve_report_to(report_to: list[str], tensorboard: bool | None, wandb_proj
 
 @dataclass
 class RunConfig:
+    # Names other libraries use for something that differs here: answered with an explanation, never aliased.
+    FOREIGN_NAMES: ClassVar[dict[str, str]] = {
+        "per_device_train_batch_size": "TRL's per_device_train_batch_size counts completions; vapi's "
+        "train.per_device_batch_size counts real images, each sampled objective.num_generations times (sequences = "
+        "images × G)"}
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
