@@ -28,6 +28,7 @@ def tiny_config(tmp_path, **train):
     cfg.train.micro_batch_size = 8
     cfg.train.max_steps = 2
     cfg.train.image_steps = 0
+    cfg.train.sample_steps = 0
     cfg.train.progress = False
     cfg.train.tensorboard = False
     cfg.train.output_dir = str(tmp_path / "run")

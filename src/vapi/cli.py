@@ -6,7 +6,7 @@ import importlib
 import sys
 
 # Each module defines `add_parser(subparsers)` (registering its parser with `func=run`) and `run(args) -> int`.
-COMMANDS = ("train", "sample", "eval", "convert", "inspect", "pretrain", "demo")
+COMMANDS = ("train", "sample", "eval", "convert", "inspect", "report", "env", "download", "pretrain", "demo")
 
 
 class UserError(Exception):
@@ -14,7 +14,10 @@ class UserError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from vapi import __version__
+
     parser = argparse.ArgumentParser(prog="vapi", description="VA-pi post-training for autoregressive image generators")
+    parser.add_argument("--version", action="version", version=f"vapi {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         try:
@@ -28,8 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from vapi.commands import normalize_overrides
+
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(normalize_overrides(parser, list(sys.argv[1:] if argv is None else argv)))
     if not getattr(args, "func", None):
         parser.print_help()
         return 1

@@ -7,6 +7,7 @@ valid ones. `DTYPES` is the only string → dtype table.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
 import typing
 from pathlib import Path
@@ -29,6 +30,34 @@ def get_dtype(name: str) -> torch.dtype:
 
 class ConfigError(ValueError):
     pass
+
+
+class UnknownOption(ConfigError):
+    def __init__(self, key: str, message: str):
+        super().__init__(message)
+        self.key = key
+
+
+def flat_keys(cls, prefix: str = "") -> list[str]:
+    """Every option of a config dataclass as a dotted name (`optim.learning_rate`)."""
+    keys = []
+    for name, tp in _field_types(cls).items():
+        keys += flat_keys(tp, f"{prefix}{name}.") if _is_dataclass_type(tp) else [prefix + name]
+    return keys
+
+
+def suggest(key: str, keys: list[str], n: int = 3) -> list[str]:
+    """The valid names closest to `key`: close dotted names, then same or close last parts (`lr` →
+    `optim.learning_rate` is too far; `learning_rate` → `optim.learning_rate`, `optim.lr` → `optim.learning_rate`)."""
+    leaf = key.rsplit(".", 1)[-1].replace("-", "_")
+    leaf = {"lr": "learning_rate", "batch_size": "per_device_batch_size", "epochs": "num_iterations",
+            "steps": "max_steps"}.get(leaf, leaf)
+    found = difflib.get_close_matches(key, keys, n=n, cutoff=0.75)
+    found += [k for k in keys if k.rsplit(".", 1)[-1] == leaf]
+    leaves = {k.rsplit(".", 1)[-1]: k for k in keys}
+    found += [k for k in keys if k.rsplit(".", 1)[-1] in difflib.get_close_matches(leaf, list(leaves), n=n, cutoff=0.7)]
+    found += [k for k in keys if len(leaf) >= 3 and leaf in k.rsplit(".", 1)[-1].split("_")]
+    return list(dict.fromkeys(found))[:n]
 
 
 def helpf(default: Any, help: str, **kw):
@@ -99,8 +128,11 @@ def from_dict(cls: type[T], data: dict, prefix: str = "") -> T:
     types_ = _field_types(cls)
     unknown = sorted(set(data) - set(types_))
     if unknown:
-        raise ConfigError(f"unknown option {prefix}{unknown[0]}; valid options of {prefix or cls.__name__ + ' '}"
-                          f"are: {', '.join(types_)}")
+        key = prefix + unknown[0]
+        close = suggest(key, flat_keys(cls, prefix))
+        hint = f"did you mean {' or '.join(close)}? " if close else ""
+        raise UnknownOption(key, f"unknown option {key}; {hint}valid options of {prefix.rstrip('.') or cls.__name__}: "
+                                 f"{', '.join(types_)}")
     kwargs = {k: _coerce(v, types_[k], prefix + k) for k, v in data.items()}
     try:
         return cls(**kwargs)
@@ -135,20 +167,60 @@ def parse_override(item: str) -> dict:
     return value
 
 
+def packaged_configs() -> dict[str, Path]:
+    """The YAML configs shipped inside the package (`vapi/configs/`), by name without `.yaml`."""
+    from importlib.resources import files
+
+    folder = files("vapi") / "configs"
+    return {p.name[:-5]: Path(str(p)) for p in folder.iterdir() if p.name.endswith(".yaml")}
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """A YAML file, or the name of a packaged config (`llamagen_c2i_xxl_384`, with or without `.yaml`)."""
+    p = Path(path).expanduser()
+    if p.is_file():
+        return p
+    shipped = packaged_configs()
+    name = p.name[:-5] if p.name.endswith(".yaml") else p.name
+    if name in shipped and (p.parent == Path(".") or p.parent.name == "configs"):
+        return shipped[name]
+    close = difflib.get_close_matches(name, list(shipped), n=2, cutoff=0.5)
+    hint = f"did you mean {' or '.join(close)}? " if close else ""
+    raise ConfigError(f"config file {p} does not exist; {hint}shipped configs: {', '.join(sorted(shipped))}")
+
+
+def _expand_leaf(cls, item: str) -> str:
+    """`learning_rate=1e-5` → `optim.learning_rate=1e-5` when exactly one option has that name (TRL-style flat
+    flags); anything else is left for the schema check."""
+    key, eq, value = item.partition("=")
+    key = key.strip().replace("-", "_")
+    if "." in key or not eq or key in {f.name for f in dataclasses.fields(cls)}:
+        return f"{key}{eq}{value}"
+    matches = [k for k in flat_keys(cls) if k.rsplit(".", 1)[-1] == key]
+    return f"{matches[0] if len(matches) == 1 else key}={value}"
+
+
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] = ()) -> T:
-    """defaults < YAML < overrides, validated against `cls`."""
+    """defaults < YAML < overrides, validated against `cls`. `path` may name a packaged config."""
     data = to_dict(cls())
     if path:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
+        path = resolve_config_path(path)
         loaded = yaml.safe_load(path.read_text()) or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path} must hold a YAML mapping of options")
         data = _merge(data, loaded)
     for item in overrides:
-        data = _merge(data, parse_override(item))
-    return from_dict(cls, data)
+        data = _merge(data, parse_override(_expand_leaf(cls, item)))
+    try:
+        return from_dict(cls, data)
+    except UnknownOption as e:  # suggest from the whole schema: `train.learning_rate` → `optim.learning_rate`
+        note = getattr(cls, "FOREIGN_NAMES", {}).get(e.key.rsplit(".", 1)[-1])
+        if note:
+            raise ConfigError(f"unknown option {e.key}: {note}") from None
+        close = suggest(e.key, flat_keys(cls))
+        if close and f"did you mean" not in str(e):
+            raise ConfigError(f"unknown option {e.key}; did you mean {' or '.join(close)}?") from None
+        raise
 
 
 def save_config(cfg, path: str | Path) -> None:

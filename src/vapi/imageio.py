@@ -22,22 +22,19 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
 
 
 def make_grid(images: torch.Tensor, nrow: int = 8, padding: int = 2, pad_value: int = 0) -> np.ndarray:
-    """images [N, 3, H, W] (float in [-1, 1] or uint8) → one uint8 [rows*(H+p)+p, nrow*(W+p)+p, 3] array.
+    """images [N, 3, H, W] (float in [-1, 1] or uint8) → one uint8 [rows*(H+p)+p, nrow*(W+p)+p, 3] array, drawn by
+    `torchvision.utils.make_grid` (`nrow` images per row; the last row is padded with `pad_value`)."""
+    from torchvision.utils import make_grid as tv_make_grid
 
-    `nrow` is images per row, as torchvision's make_grid; the last row is padded with `pad_value`.
-    """
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"expected images [N, 3, H, W], got {tuple(images.shape)}")
-    x = to_uint8(images.detach()).cpu().permute(0, 2, 3, 1).numpy()  # [N, H, W, 3]
-    n, h, w, _ = x.shape
-    ncol = max(1, min(nrow, n))
-    nrows = -(-n // ncol)
-    grid = np.full((nrows * (h + padding) + padding, ncol * (w + padding) + padding, 3), pad_value, np.uint8)
-    for i in range(n):
-        r, c = divmod(i, ncol)
-        top, left = padding + r * (h + padding), padding + c * (w + padding)
-        grid[top: top + h, left: left + w] = x[i]
-    return grid
+    x = to_uint8(images.detach()).cpu()  # [N, 3, H, W] uint8
+    if x.shape[0] == 1:  # torchvision returns a lone image unpadded; keep the border every other grid has
+        x = torch.cat([x, torch.full_like(x, pad_value)])
+        grid = tv_make_grid(x, nrow=2, padding=padding, pad_value=pad_value)[:, :, : x.shape[-1] + 2 * padding]
+    else:
+        grid = tv_make_grid(x, nrow=max(1, min(nrow, x.shape[0])), padding=padding, pad_value=pad_value)
+    return grid.permute(1, 2, 0).contiguous().numpy()  # [H', W', 3]
 
 
 def save_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int = 8, padding: int = 2) -> Path:

@@ -36,12 +36,13 @@ def test_train_writes_every_output_and_resumes(setup):
     assert all(torch.isfinite(torch.tensor(r["reward"])) for r in rows)
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     assert (run / "images" / "step-000002.png").is_file()
-    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-000002", "step-000003"]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["latest", "step-000002", "step-000003"]
+    assert (run / "checkpoints" / "latest").read_text().strip() == "step-000003"
     resolved = load_config(RunConfig, run / "config.yaml")
     assert resolved.model.image_size == 16 and resolved.objective.num_generations == 4
     # the policy of the last checkpoint loads like any vapi model folder
     assert load_gpt(run / "checkpoints" / "step-000003" / "model").config.vocab_size == 32
-    assert main(["train", *args, "train.max_steps=5", "--resume"]) == 0
+    assert main(["train", *args, "--resume", "--train.max_steps", "5"]) == 0  # not taken as a checkpoint path
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5]
 

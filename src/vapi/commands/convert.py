@@ -6,6 +6,7 @@ SRC is an official `.pt/.pth/.bin` / `.safetensors` file or a vapi (or fixture) 
 
     vapi convert c2i_B_256.pt runs/gpt_b            # official → vapi folder
     vapi convert runs/gpt_b c2i_B_256_vapi.pt       # vapi folder → LlamaGen's own loader
+    vapi convert runs/vapi c2i_B_256_vapi.pt        # a training run's latest checkpoint → LlamaGen
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import argparse
 from pathlib import Path
 
 from vapi.cli import UserError
+from vapi.commands import HelpFormatter
 from vapi.commands.model_args import add_model_options, gpt_overrides, parse_size
 from vapi.models.checkpoint import DEFAULT_MAX_SHARD_BYTES, export_llamagen, load_model, save_pretrained
 
@@ -21,8 +23,9 @@ LLAMAGEN_SUFFIXES = (".pt", ".pth", ".bin")
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("convert", help="convert LlamaGen checkpoints to vapi folders and back",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("src", help="official checkpoint file or vapi model folder")
+                              description=__doc__, formatter_class=HelpFormatter)
+    p.add_argument("src", help="official checkpoint file, vapi model folder, training run folder (its latest "
+                               "checkpoint) or step folder")
     p.add_argument("dst", help="vapi model folder, or a .pt/.pth/.bin file for LlamaGen")
     p.add_argument("--kind", choices=("gpt", "vq", "auto"), default="auto",
                    help="model kind (default: from the weights)")
@@ -35,7 +38,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    src, dst = Path(args.src), Path(args.dst)
+    from vapi.training.resolve import resolve_model_dir
+
+    src, dst = resolve_model_dir(args.src), Path(args.dst)
+    if str(src) != args.src:
+        print(f"{args.src}: using {src}")
     if src.resolve() == dst.resolve():
         raise UserError("SRC and DST are the same path")
     model = load_model(src, args.kind, args.gpt_model or args.vq_model, args.image_size, prefer_ema=args.ema,

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from vapi.cli import UserError
+from vapi.commands import HelpFormatter
 from vapi.commands.model_args import positive_int, resolve_device
 
 RANDOM_INCEPTION_WARNING = ("warning: --random-inception: Inception has random weights; these numbers test the "
@@ -32,11 +33,12 @@ def default_cache_dir() -> Path:
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("eval", help="FID / IS / precision / recall of samples against a reference batch",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                              description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("samples", help="sample batch: ADM .npz (arr_0 uint8 NHWC) or image folder")
     p.add_argument("--ref", required=True, help="reference: ADM .npz with mu/sigma, any image .npz, or image folder")
     p.add_argument("--features", default="inception",
-                   help="'inception' (ADM-comparable) or a vapi classifier folder (relative numbers only)")
+                   help="'inception' (ADM-comparable) or a vapi classifier folder, or the run / step folder of its "
+                        "training (relative numbers only)")
     p.add_argument("--inception-weights", default=None,
                    help="torch-fidelity InceptionV3 weights file (default: $TORCH_HOME/hub/checkpoints/)")
     p.add_argument("--random-inception", action="store_true",
@@ -68,7 +70,9 @@ def build_extractor(args: argparse.Namespace, device):
         raise UserError("--random-inception / --inception-weights apply to --features inception only")
     from vapi.models.checkpoint import load_pretrained
 
-    folder = Path(args.features)
+    from vapi.training.resolve import resolve_model_dir
+
+    folder = resolve_model_dir(args.features)
     if not folder.is_dir():
         raise UserError(f"--features must be 'inception' or a vapi classifier folder; {folder} is not a folder")
     model = load_pretrained(folder)

@@ -10,6 +10,8 @@ or fixture folders.
 from __future__ import annotations
 
 import argparse
+
+from vapi.commands import HelpFormatter
 import math
 from pathlib import Path
 
@@ -22,7 +24,7 @@ from vapi.models.llamagen_gpt import LlamaGenGPT
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("inspect", help="print what a GPT / VQ checkpoint holds",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                              description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("ckpt", help="official checkpoint file or vapi model folder")
     p.add_argument("--kind", choices=("gpt", "vq", "auto"), default="auto",
                    help="model kind (default: from the weights)")

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from vapi.cli import UserError
+from vapi.commands import HelpFormatter
 from vapi.commands.model_args import add_model_options, gpt_overrides, positive_int, resolve_device
 from vapi.commands.sample_text import add_text_options, is_text_mode, run_text
 from vapi.config import get_dtype
@@ -38,19 +39,22 @@ def add_sampling_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cfg", type=float, default=4.0, help="classifier-free guidance scale (1 = off)")
     p.add_argument("--cfg-schedule", choices=CFG_SCHEDULES, default="constant", help="guidance over the tokens")
     p.add_argument("--cfg-power", type=float, default=1.0, help="exponent of the power-cosine schedule")
-    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--temperature", type=float, default=1.0, help="divides the logits before top-k / top-p")
     p.add_argument("--top-k", type=int, default=2000, help="0 = off")
     p.add_argument("--top-p", type=float, default=1.0, help="1.0 = off")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampling noise")
     p.add_argument("--batch-size", type=positive_int, default=32, help="images per generate() call")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("sample", help="sample class-conditional images: a PNG grid, or N images + ADM npz",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--gpt", required=True, help="GPT checkpoint (official file or vapi folder)")
-    p.add_argument("--vq", help="VQ tokenizer checkpoint (official file or vapi folder); not for --model-kind janus")
+                              description=__doc__, formatter_class=HelpFormatter)
+    p.add_argument("--gpt", required=True,
+                   help="GPT: official file, vapi model folder, training run folder (its latest checkpoint) or step "
+                        "folder")
+    p.add_argument("--vq", help="VQ tokenizer checkpoint (official file or vapi folder); default for a run folder: "
+                                "the run's model.vq; not for --model-kind janus")
     add_model_options(p)
     grid = p.add_argument_group("grid mode")
     grid.add_argument("--classes", help="class ids, e.g. 207,360 or 0-9")
@@ -67,8 +71,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                       help="bicubic resize to this size after decoding (e.g. 256 for 384-px models)")
     mass.add_argument("--shard-size", type=positive_int, default=500, help="images per resumable shard")
     mass.add_argument("--npz", default=None, help="npz path (default: OUT_DIR/samples.npz)")
-    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
-                   help="GPT weights dtype (LlamaGen samples in bf16); the VQ decoder stays fp32")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+                   help="GPT weights dtype; auto = bf16 on a GPU (as LlamaGen samples), fp32 on the CPU; the VQ "
+                        "decoder stays fp32")
     add_sampling_options(p)
     add_text_options(p)
     p.set_defaults(func=run)
@@ -126,7 +131,28 @@ def _dist_env() -> tuple[int, int, int]:
         raise UserError(f"bad RANK / WORLD_SIZE / LOCAL_RANK in the environment: {e}") from None
 
 
+def resolve_checkpoint_args(args: argparse.Namespace) -> None:
+    """--gpt may be a run / step folder: use its model folder, and the run's tokenizer when --vq is not given."""
+    from vapi.training.resolve import resolve_model_dir, run_dir_of
+
+    given = args.gpt
+    args.gpt = str(resolve_model_dir(given))
+    if args.gpt != given:
+        print(f"--gpt {given}: using {args.gpt}")
+    run = run_dir_of(args.gpt)
+    if run is not None and not getattr(args, "vq", None):
+        import yaml
+
+        vq = (yaml.safe_load((run / "config.yaml").read_text()) or {}).get("model", {}).get("vq")
+        if vq:
+            args.vq = vq
+            print(f"--vq: {vq} (from {run / 'config.yaml'})")
+
+
 def run(args: argparse.Namespace) -> int:
+    resolve_checkpoint_args(args)
+    if args.precision == "auto":
+        args.precision = "bf16" if resolve_device(args.device).type == "cuda" else "fp32"
     if is_text_mode(args):
         return run_text(args, sampling_config(args))
     if not args.vq:

@@ -8,7 +8,9 @@ left under transparent pixels (often black); opaque images are unaffected, so Im
 
 Sources, chosen by `build_dataset(DataConfig)`:
 - `ImageFolderDataset`: `root/<class_name>/**/<image>.<jpg|jpeg|png|webp|bmp>`, label = rank of the sorted class
-  folder name (torchvision's rule, so ImageNet folders give the standard ids). Hidden files/folders are ignored.
+  folder name (torchvision's rule, so a *complete* ImageNet folder gives the standard ids), or the id a class map
+  gives each folder name (`data.class_map`: needed for a subset of a generator's classes, e.g. 10 ImageNet synsets).
+  Hidden files/folders are ignored.
 - `HFDiskDataset`: a `datasets.save_to_disk` folder (a Dataset or a DatasetDict split), image + label columns.
 - `ProceduralShapes` (vapi.data.procedural): the embedded demo dataset.
 
@@ -145,8 +147,10 @@ class ImageFolderDataset(_RobustImageDataset):
     ids never shift) and is warned about. `validate=False` skips the construction-time header check (for huge folders
     on slow storage); bad files are then only found, and substituted, at load time."""
 
-    def __init__(self, root: str | os.PathLike, image_size: int, validate: bool = True):
+    def __init__(self, root: str | os.PathLike, image_size: int, validate: bool = True,
+                 class_map: dict[str, int] | None = None):
         super().__init__()
+        self.class_map = class_map
         self.root, self.image_size = os.path.expanduser(os.fspath(root)), image_size
         if not os.path.isdir(self.root):
             raise FileNotFoundError(f"image folder {self.root!r} does not exist (expected layout {LAYOUT})")
@@ -159,11 +163,20 @@ class ImageFolderDataset(_RobustImageDataset):
             raise ValueError(f"image folder {self.root!r} has {what}; expected layout {LAYOUT} (for unlabelled "
                              f"images put them all in one subfolder, e.g. {self.root}/all/, which becomes label 0)")
         self.num_classes = len(self.class_names)
+        ids = list(range(self.num_classes))
+        if class_map is not None:
+            unmapped = [n for n in self.class_names if n not in class_map]
+            if unmapped:
+                raise ValueError(f"data.class_map has no id for the class folder(s) {', '.join(unmapped[:5])}"
+                                 f"{' ...' if len(unmapped) > 5 else ''} of {self.root!r}")
+            ids = [class_map[n] for n in self.class_names]
+            # labels are generator class ids: the label space is the map's, of which the folders hold a subset
+            self.num_classes = max(class_map.values()) + 1
         for path in loose:
             self.skipped[path] = "outside a class folder: files must sit in root/<class_name>/"
 
         candidates: list[tuple[str, int]] = []
-        for label, name in enumerate(self.class_names):
+        for label, name in zip(ids, self.class_names):
             for dirpath, dirnames, filenames in os.walk(os.path.join(self.root, name), followlinks=True):
                 dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
                 for file in sorted(f for f in filenames if not f.startswith(".")):
@@ -188,7 +201,8 @@ class ImageFolderDataset(_RobustImageDataset):
         if self.skipped:
             warnings.warn(f"ImageFolderDataset({self.root!r}): skipped {len(self.skipped)} files "
                           f"({_summarise(self.skipped)}); see .skipped for paths and reasons", stacklevel=2)
-        empty = sorted(set(self.class_names) - {self.class_names[label] for _, label in self.samples})
+        seen = {label for _, label in self.samples}
+        empty = sorted(name for name, label in zip(self.class_names, ids) if label not in seen)
         if empty:
             warnings.warn(f"ImageFolderDataset({self.root!r}): class folders without readable images keep their "
                           f"label ids: {empty}", stacklevel=2)
@@ -291,6 +305,9 @@ class DataConfig:
     caption_column: str = helpf("", "captions: caption column (default: caption | text | prompt)")
     image_size: int = helpf(256, "output side after the ADM center crop (procedural: render size)")
     num_classes: int | None = helpf(None, "None: discovered from the data; set: checked against it")
+    class_map: str = helpf("", "imagefolder: class folder name → generator class id, a .json/.yaml mapping or a .txt "
+                               "with one name per line (line i = id i, e.g. ImageNet's LOC_synset_mapping.txt); "
+                               "empty = sorted folder rank")
     validate: bool = helpf(True, "imagefolder: header-check every file at construction")
     image_column: str = helpf("image", "hf: image column")
     label_column: str | None = helpf("label", "hf: label column; None = unconditional")
@@ -303,6 +320,27 @@ class DataConfig:
             raise ValueError(f"data.kind must be one of {DATA_KINDS}, got {self.kind!r}")
         if self.image_size < 1:
             raise ValueError(f"data.image_size must be positive, got {self.image_size}")
+
+
+def load_class_map(path: str | os.PathLike) -> dict[str, int]:
+    """Folder name → class id from a .json / .yaml mapping, or a .txt list whose line i (first word) is class i."""
+    path = os.path.expanduser(os.fspath(path))
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"data.class_map file {path!r} does not exist")
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    if path.endswith(".txt"):
+        names = [line.split()[0] for line in text.splitlines() if line.strip()]
+        mapping = {name: i for i, name in enumerate(names)}
+        if len(mapping) != len(names):
+            raise ValueError(f"data.class_map {path!r}: a class name appears on two lines")
+        return mapping
+    import yaml  # also reads JSON
+
+    mapping = yaml.safe_load(text)
+    if not isinstance(mapping, dict) or not all(isinstance(v, int) and v >= 0 for v in mapping.values()):
+        raise ValueError(f"data.class_map {path!r} must map folder names to non-negative integer class ids")
+    return {str(k): v for k, v in mapping.items()}
 
 
 def build_dataset(spec: DataConfig) -> Dataset:
@@ -330,7 +368,10 @@ def build_dataset(spec: DataConfig) -> Dataset:
     if kind == "hf":
         ds = HFDiskDataset(path, spec.image_size, spec.image_column, spec.label_column, spec.split)
     else:
-        ds = ImageFolderDataset(path, spec.image_size, validate=spec.validate)
+        class_map = load_class_map(spec.class_map) if spec.class_map else None
+        ds = ImageFolderDataset(path, spec.image_size, validate=spec.validate, class_map=class_map)
+    if spec.class_map and not isinstance(ds, ImageFolderDataset):
+        raise ValueError("data.class_map applies to image folders (class subfolders) only")
     if spec.num_classes is not None and spec.num_classes != ds.num_classes:
         # Folder-derived ids are ranks, so a missing class folder shifts every later id: only an exact match is safe.
         # Explicit HF label ids may be a subset of a larger label space.

@@ -30,8 +30,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-INCEPTION_WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
-INCEPTION_WEIGHTS_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{INCEPTION_WEIGHTS_FILE}"
+from vapi.weights import WEIGHT_FILES
+
+INCEPTION_WEIGHTS_FILE = WEIGHT_FILES["inception"].file
+INCEPTION_WEIGHTS_URL = WEIGHT_FILES["inception"].url
 
 
 @runtime_checkable
@@ -70,11 +72,9 @@ def resolve_inception_weights(weights_path: str | os.PathLike | None = None) -> 
     path = Path(weights_path) if weights_path is not None else inception_weights_cache_path()
     if path.is_file():
         return path
-    raise FileNotFoundError(
-        f"InceptionV3 FID weights not found: {path}. vapi never downloads them during evaluation. Fetch "
-        f"{INCEPTION_WEIGHTS_URL} on a machine with internet access, then put {INCEPTION_WEIGHTS_FILE} in "
-        f"{inception_weights_cache_path().parent} ($TORCH_HOME/hub/checkpoints/) or pass --inception-weights PATH."
-    )
+    from vapi.weights import missing_message
+
+    raise FileNotFoundError(f"InceptionV3 FID weights not found: {missing_message('inception', path, '--inception-weights')}")
 
 
 class InceptionV3Extractor:

@@ -23,6 +23,7 @@ import os
 import shutil
 import tempfile
 import uuid
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
@@ -137,6 +138,16 @@ def _grid(image_size: int, downsample: int) -> int:
     return image_size // downsample
 
 
+def _image_size_of_file(path: Path) -> int:
+    """An official file stores no image size: from its name, else LlamaGen's 256, said out loud."""
+    size = image_size_from_filename(path)
+    if size is None:
+        warnings.warn(f"{Path(path).name}: the image size is neither in the weights nor in the file name; assuming "
+                      f"{DEFAULT_IMAGE_SIZE} px (pass --image-size / model.image_size to set it)", stacklevel=3)
+        return DEFAULT_IMAGE_SIZE
+    return size
+
+
 def load_model(path: str | Path, kind: str = "auto", preset: str | None = None, image_size: int | None = None, *,
                prefer_ema: bool = False, downsample: int = GPT_DOWNSAMPLE, dtype: torch.dtype | None = torch.float32,
                **overrides) -> LlamaGenGPT | VQModel:
@@ -178,7 +189,7 @@ def load_model(path: str | Path, kind: str = "auto", preset: str | None = None, 
         cfg, _ = infer_vq_config(sd, preset=preset, **overrides)
     else:
         if image_size is None:
-            image_size = image_size_from_filename(path) or DEFAULT_IMAGE_SIZE
+            image_size = _image_size_of_file(path)
         cfg, _ = infer_gpt_config(sd, image_size, preset=preset, downsample=downsample, **overrides)
     return build_model(found, cfg, sd, path, dtype)
 
@@ -207,7 +218,7 @@ def build_generator_and_tokenizer(gpt_path: str | Path, vq_path: str | Path, *, 
     vq = load_vq(vq_path, vq_preset, dtype=dtype)
     gpt_path = Path(gpt_path)
     if image_size is None and not gpt_path.is_dir():
-        image_size = image_size_from_filename(gpt_path) or DEFAULT_IMAGE_SIZE
+        image_size = _image_size_of_file(gpt_path)
     if image_size is not None:
         _grid(image_size, vq.downsample)
     gpt = load_gpt(gpt_path, gpt_preset, image_size, prefer_ema=prefer_ema, downsample=vq.downsample, dtype=dtype,

@@ -214,7 +214,14 @@ def load_janus(path: str | os.PathLike, *, dtype: torch.dtype = torch.float32, d
     """A transformers Janus folder (weights + processor) or a hub id in the HF cache → the three vapi roles."""
     tf = _transformers()
     path = os.fspath(path)
-    model = tf.JanusForConditionalGeneration.from_pretrained(path, dtype=dtype).to(device).eval()
+    try:
+        model = tf.JanusForConditionalGeneration.from_pretrained(path, dtype=dtype).to(device).eval()
+    except OSError as err:  # offline and not cached (or no such folder): say where it would be and where it is from
+        if os.path.isdir(path):
+            raise
+        from vapi.weights import hf_missing_message
+
+        raise FileNotFoundError(hf_missing_message(path, "model.gpt for model.kind=janus")) from err
     try:
         processor = tf.AutoProcessor.from_pretrained(path)
     except (OSError, ValueError) as err:

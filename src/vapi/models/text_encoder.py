@@ -58,8 +58,9 @@ def resolve_pretrained(name_or_path: str) -> Path:
     try:
         return Path(cached_file(name_or_path, "config.json")).parent
     except OSError as err:
-        raise FileNotFoundError(f"text encoder {name_or_path!r} is neither a folder nor in the HF cache: download it "
-                                f"once (huggingface-cli download {name_or_path}) or give a local folder") from err
+        from vapi.weights import hf_missing_message
+
+        raise FileNotFoundError(hf_missing_message(name_or_path, "text_encoder.path: the T2I caption encoder")) from err
 
 
 def encoder_key(folder: Path, max_length: int, dtype: str) -> str:

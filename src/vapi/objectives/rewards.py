@@ -5,9 +5,9 @@ with each weight 0 = off. Every term is returned per sample (as a loss, lower is
 own. Decoding and scoring run in chunks to bound memory. The reference runs use MSE 1 + LPIPS 1 (VGG for
 LlamaGen, AlexNet for Janus).
 
-LPIPS comes from the `lpips` package; its backbone (torchvision's VGG16/AlexNet) is a download, so offline it is
-read from torchvision's cache (`$TORCH_HOME/hub/checkpoints/`) or from `lpips_weights`; without either, one error
-says which file to place where. `lpips_random_backbone` exists for plumbing tests only, never for reported numbers.
+LPIPS comes from the `lpips` package; its backbone (torchvision's VGG16/AlexNet) is read from torchvision's cache
+(`$TORCH_HOME/hub/checkpoints/`, filled by `vapi download lpips`) or from `lpips_weights`, never downloaded during a
+run; without either, one error names the file, the cache path and the URL. `lpips_random_backbone` exists for plumbing tests only, never for reported numbers.
 """
 from __future__ import annotations
 
@@ -63,9 +63,10 @@ def build_lpips(net: str = "vgg", weights: str = "", random_backbone: bool = Fal
     else:
         path = Path(weights) if weights else Path(torch.hub.get_dir()) / "checkpoints" / BACKBONE_FILES[net]
         if not path.is_file():
-            raise FileNotFoundError(
-                f"LPIPS-{net} needs torchvision's {BACKBONE_FILES[net]}, which cannot be downloaded here: place it at "
-                f"{path} (torchvision's cache, $TORCH_HOME/hub/checkpoints) or set reward.lpips_weights=PATH")
+            from vapi.weights import missing_message
+
+            raise FileNotFoundError(f"LPIPS-{net} needs torchvision's backbone: "
+                                    + missing_message(f"lpips-{net}", path, "reward.lpips_weights"))
         model = lpips.LPIPS(net=net, pnet_rand=True, verbose=False)
         _load_backbone(model.net, torch.load(path, map_location="cpu", weights_only=True))
     return model.eval().requires_grad_(False)

@@ -7,6 +7,7 @@ weighs the prior (cross-entropy) term of the ELBO, is `objective.prior_weight`: 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from vapi.config import helpf
 from vapi.data.images import DataConfig
@@ -30,7 +31,8 @@ class ModelConfig:
                          "Janus folder or hub id in the HF cache")
     vq: str = helpf("", "VQ tokenizer checkpoint: LlamaGen .pt or a vapi model folder (unused by kind=janus)")
     gpt_model: str = helpf("", "GPT preset (GPT-B ... GPT-7B); default: inferred from the tensor shapes")
-    image_size: int = helpf(0, "image size the generator was trained at; 0 = from the file name, else 256")
+    image_size: int = helpf(0, "image size the generator was trained at; 0 = from a vapi folder's config or the "
+                               "official file's name (c2i_XXL_384.pt); required when neither says")
     lora: LoraConfig = field(default_factory=LoraConfig)
 
     def __post_init__(self):
@@ -82,7 +84,8 @@ class ObjectiveConfig:
 class TrainConfig:
     output_dir: str = helpf("runs/vapi", "run folder: config, metrics, TensorBoard, images, checkpoints")
     max_steps: int = helpf(100, "rollout batches (each: sample, score, then update)")
-    per_device_batch_size: int = helpf(16, "real images per rollout batch per device (sequences = this × G)")
+    per_device_batch_size: int = helpf(16, "REAL IMAGES per rollout batch per device; each gets G samples, so the "
+                                           "sequences (TRL's completions) per device are this × G")
     micro_batch_size: int = helpf(8, "sequences per forward/backward pass")
     steps_per_generation: int = helpf(1, "optimizer steps per rollout batch (the reference: 1)")
     num_iterations: int = helpf(1, "PPO epochs over each rollout batch")
@@ -92,17 +95,32 @@ class TrainConfig:
     parallel: str = helpf("auto", "under torchrun: ddp | fsdp (FSDP2, sharded; bf16 params + fp32 reduction with "
                                   "bf16) | none; auto = ddp when world_size > 1")
     logging_steps: int = helpf(1, "log scalars every N steps")
-    image_steps: int = helpf(25, "write a ground truth | samples grid every N steps; 0 = off")
-    image_rows: int = helpf(4, "images per grid")
+    image_steps: int = helpf(25, "write a teacher-forced grid (real image | its G samples) every N steps; 0 = off")
+    image_rows: int = helpf(4, "images per teacher-forced grid")
+    sample_steps: int = helpf(50, "free-running sample grid (fixed conditions and seed) every N steps, at step 0 "
+                                  "and at the end; 0 = off")
+    sample_num: int = helpf(8, "conditions per free-running grid (evenly spaced dataset items: classes or captions)")
+    sample_cfg_scale: float = helpf(4.0, "guidance of the grid's second row and of gen metrics (1 = unguided only)")
+    sample_top_k: int = helpf(0, "top-k of grid and gen-metric sampling; 0 = off")
+    sample_seed: int = helpf(0, "seed of the free-running grids (the same at every step)")
+    gen_metrics_steps: int = helpf(0, "generation metrics (gen/fid, gen/is, gen/accuracy) every N steps; 0 = off")
+    gen_metrics_samples: int = helpf(256, "generated images per generation-metric check (as many real ones)")
+    gen_metrics_features: str = helpf("inception", "feature network of gen metrics: inception (weights in the "
+                                                   "torch hub cache, see `vapi env`) | a vapi classifier folder")
+    num_workers: int = helpf(0, "DataLoader worker processes decoding images (0 = in the training process); "
+                                "resume stays exact")
     save_steps: int = helpf(50, "checkpoint every N steps (and at the end); 0 = only at the end")
     save_total_limit: int = helpf(2, "keep the last N checkpoints")
-    tensorboard: bool = helpf(True, "write TensorBoard events")
-    wandb_project: str = helpf("", "W&B project; empty = off")
+    report_to: list[str] = helpf(["tensorboard"], "logging backends besides metrics.jsonl: tensorboard, wandb, "
+                                                  "all or none (comma list)")
+    tensorboard: bool | None = helpf(None, "old alias: true adds tensorboard to report_to, false removes it")
+    wandb_project: str = helpf("", "W&B project (report_to=wandb; a non-empty value also turns wandb on)")
     progress: bool = helpf(True, "show a progress bar")
     gradient_checkpointing: bool = helpf(False, "recompute each transformer block's activations in backward "
                                                 "instead of storing them (less memory, ~1/3 more compute)")
 
     def __post_init__(self):
+        self.report_to = resolve_report_to(self.report_to, self.tensorboard, self.wandb_project)
         if self.parallel not in PARALLEL:
             raise ValueError(f"train.parallel must be one of {PARALLEL}, got {self.parallel!r}")
         for name in ("max_steps", "per_device_batch_size", "micro_batch_size", "steps_per_generation",
@@ -111,8 +129,35 @@ class TrainConfig:
                 raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
 
 
+REPORT_TO = ("tensorboard", "wandb")
+
+
+def resolve_report_to(report_to: list[str], tensorboard: bool | None, wandb_project: str) -> list[str]:
+    """TRL's `report_to` with the old switches as aliases: tensorboard=true/false adds/removes TensorBoard, a W&B
+    project adds wandb."""
+    names = [n.strip().lower() for n in ([report_to] if isinstance(report_to, str) else report_to) if n.strip()]
+    if "all" in names:
+        names = list(REPORT_TO)
+    names = [n for n in names if n != "none"]
+    bad = [n for n in names if n not in REPORT_TO]
+    if bad:
+        raise ValueError(f"train.report_to: unknown backend {bad[0]!r}; use {', '.join(REPORT_TO)}, all or none")
+    if tensorboard is True and "tensorboard" not in names:
+        names.append("tensorboard")
+    if tensorboard is False:
+        names = [n for n in names if n != "tensorboard"]
+    if wandb_project and "wandb" not in names:
+        names.append("wandb")
+    return list(dict.fromkeys(names))
+
+
 @dataclass
 class RunConfig:
+    # Names other libraries use for something that differs here: answered with an explanation, never aliased.
+    FOREIGN_NAMES: ClassVar[dict[str, str]] = {
+        "per_device_train_batch_size": "TRL's per_device_train_batch_size counts completions; vapi's "
+        "train.per_device_batch_size counts real images, each sampled objective.num_generations times (sequences = "
+        "images × G)"}
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)

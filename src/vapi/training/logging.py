@@ -36,8 +36,11 @@ class MetricLogger:
 
             self.tb = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=start_step or None)
         if wandb_project:
-            import wandb
-
+            try:
+                import wandb
+            except ImportError:
+                raise ValueError("train.report_to includes wandb but the wandb package is not installed: pip install "
+                                 "wandb (or 'vapi[wandb]'), or set train.report_to=tensorboard") from None
             self.wandb = wandb.init(project=wandb_project, dir=str(self.run_dir), config=config or {},
                                     resume="allow")
         if progress:
@@ -66,15 +69,25 @@ class MetricLogger:
         """
         if not self.active:
             return None
-        grid = reward_grid(gt, samples, rewards)
-        path = self.run_dir / "images" / f"step-{step:06d}.png"
+        return self._write_image("samples/teacher_forced", self.run_dir / "images" / f"step-{step:06d}.png",
+                                 reward_grid(gt, samples, rewards), step)
+
+    def log_sample_grid(self, step: int, images: torch.Tensor, nrow: int) -> Path | None:
+        """Free-running samples [rows * nrow, 3, H, W] in [-1, 1] as `samples/step-XXXXXX.png` (cells at full size)."""
+        if not self.active:
+            return None
+        grid = Image.fromarray(grid_array(images, nrow))
+        return self._write_image("samples/free_running", self.run_dir / "samples" / f"step-{step:06d}.png", grid, step)
+
+    def _write_image(self, tag: str, path: Path, grid: Image.Image, step: int) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
         grid.save(path)
         if self.tb:
-            self.tb.add_image("samples", np.asarray(grid), step, dataformats="HWC")
+            self.tb.add_image(tag, np.asarray(grid), step, dataformats="HWC")
         if self.wandb:
             import wandb
 
-            self.wandb.log({"samples": wandb.Image(str(path))}, step=step)
+            self.wandb.log({tag: wandb.Image(str(path))}, step=step)
         return path
 
     def write(self, message: str) -> None:
@@ -93,23 +106,35 @@ class MetricLogger:
         self.jsonl.close()
 
 
-def _hwc_uint8(images: torch.Tensor):
-    return ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+def grid_array(images: torch.Tensor, nrow: int, padding: int = 2) -> np.ndarray:
+    """images [N, 3, H, W] in [-1, 1] → uint8 [H', W', 3] via torchvision's make_grid (LlamaGen's rounding)."""
+    from vapi.imageio import make_grid
+
+    return make_grid(images, nrow=nrow, padding=padding)
 
 
-def reward_grid(gt: torch.Tensor, samples: torch.Tensor, rewards: torch.Tensor, cell: int = 96) -> Image.Image:
+def reward_grid(gt: torch.Tensor, samples: torch.Tensor, rewards: torch.Tensor, min_cell: int = 64) -> Image.Image:
+    """One row per image, ground truth | its G samples, at the model's resolution, with a band under each row giving
+    each sample's reward. Cells smaller than `min_cell` px (tiny test models) are enlarged by an integer factor
+    (pixel replication, no resampling) so the labels fit."""
     n = gt.shape[0]
     G = samples.shape[0] // n
-    label_h = 14
-    canvas = Image.new("RGB", ((G + 1) * cell + 4, n * (cell + label_h)), "white")
+    cells = torch.cat([gt.unsqueeze(1).cpu().float(), samples.view(n, G, *samples.shape[1:]).cpu().float()],
+                      dim=1).flatten(0, 1)  # [n * (G + 1), 3, H, W]
+    factor = -(-min_cell // cells.shape[-1]) if cells.shape[-1] < min_cell else 1
+    if factor > 1:
+        cells = cells.repeat_interleave(factor, dim=-1).repeat_interleave(factor, dim=-2)
+    h, w = cells.shape[-2:]
+    padding, band = 2, 14
+    grid = Image.fromarray(grid_array(cells, nrow=G + 1, padding=padding))
+    canvas = Image.new("RGB", (grid.width, grid.height + n * band), "white")
     draw = ImageDraw.Draw(canvas)
-    gt_u8, s_u8 = _hwc_uint8(gt), _hwc_uint8(samples)  # [n, H, W, 3] uint8
     for i in range(n):
-        y = i * (cell + label_h)
-        canvas.paste(Image.fromarray(gt_u8[i]).resize((cell, cell), Image.NEAREST), (0, y))
-        draw.text((2, y + cell), "real", fill="black")
+        top = i * (h + padding)
+        row = grid.crop((0, top, grid.width, top + h + padding + (padding if i == n - 1 else 0)))
+        canvas.paste(row, (0, top + i * band))
+        y = top + i * band + h + 2 * padding
+        draw.text((padding + 2, y), "real", fill="black")
         for k in range(G):
-            x = (k + 1) * cell + 4
-            canvas.paste(Image.fromarray(s_u8[i * G + k]).resize((cell, cell), Image.NEAREST), (x, y))
-            draw.text((x + 2, y + cell), f"R={rewards[i * G + k].item():.3f}", fill="black")
+            draw.text((padding + (k + 1) * (w + padding) + 2, y), f"R={rewards[i * G + k].item():.3f}", fill="black")
     return canvas

@@ -31,12 +31,14 @@ from vapi.objectives import (MicroBatch, VaPiLoss, group_advantages, prior_ce, t
                              token_dropout_mask, token_entropy, weighted_prior_ce)
 from vapi.objectives.rewards import Reward, score_tokens
 from vapi.training import checkpoint as ckpt
-from vapi.training.config import RunConfig
+from vapi.training.config import RunConfig, resolve_report_to
 from vapi.training.distributed import DistInfo, all_gather_cat, reduce_metrics, resolve_device
 from vapi.training.logging import MetricLogger
 from vapi.training.optim import build_optimizer, build_scheduler
 from vapi.training.parallelize import (apply_activation_checkpointing, full_value, grad_sync, parallelize,
                                       resolve_parallel)
+from vapi.training.resolve import write_latest
+from vapi.training.samples import SampleGrids
 from vapi.training.state import BatchStream, TrainState
 
 
@@ -91,14 +93,19 @@ class Trainer:
         # Rank 0 keeps the single-process stream; the other ranks draw independent context noise and samples.
         generator = torch.Generator(device=self.device).manual_seed(t.seed + 1_000_033 * self.rank)
         self.state = TrainState(sampling_generator=generator)
-        self.stream = BatchStream(dataset, t.per_device_batch_size, t.seed, self.rank, self.dist.world_size)
+        self.stream = BatchStream(dataset, t.per_device_batch_size, t.seed, self.rank, self.dist.world_size,
+                                  num_workers=t.num_workers)
         if resume:
             self._resume(resume)
         if self.rank == 0:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.run_dir / "config.yaml")
-        self.logger = MetricLogger(self.run_dir, t.max_steps, self.state.step, self.rank, t.tensorboard,
-                                   t.wandb_project, to_dict(cfg), t.progress)
+        report_to = resolve_report_to(t.report_to, t.tensorboard, t.wandb_project)
+        self.logger = MetricLogger(self.run_dir, t.max_steps, self.state.step, self.rank, "tensorboard" in report_to,
+                                   (t.wandb_project or "vapi") if "wandb" in report_to else "", to_dict(cfg),
+                                   t.progress)
+        self.samples = SampleGrids(t, self.tokenizer, dataset, self.logger, self.device, self.autocast,
+                                   rank=self.rank, parallel=self.parallel)
 
     # --- one rollout batch -------------------------------------------------------------------------------------
     def step(self) -> dict[str, float]:
@@ -112,11 +119,14 @@ class Trainer:
         else:
             metrics = self._vapi_step(images, labels, gt_tokens)
         self.state.step += 1
-        metrics["lr"] = self.scheduler.get_last_lr()[0]
+        metrics["learning_rate"] = self.scheduler.get_last_lr()[0]
         n_seq = images.shape[0] * (self.cfg.objective.num_generations if self.cfg.objective.name == "vapi" else 1)
-        metrics["seqs_per_sec"] = n_seq / (time.perf_counter() - start)
+        metrics["step_time"] = time.perf_counter() - start
+        metrics["seqs_per_sec"] = n_seq / metrics["step_time"]
         metrics = reduce_metrics(metrics, self.device)  # means over ranks (reward stats are already global)
         metrics["seqs_per_sec"] *= self.dist.world_size  # the whole job's throughput
+        # TRL's num_tokens: image tokens generated so far by the whole job (from the step, so it survives resumes)
+        metrics["num_tokens"] = float(self.state.step * n_seq * gt_tokens.shape[1] * self.dist.world_size)
         return metrics
 
     def _vapi_step(self, images, labels, gt_tokens) -> dict[str, float]:
@@ -135,7 +145,9 @@ class Trainer:
         everyone = all_gather_cat(rewards)  # [world * B*G]: reward statistics over all ranks
         metrics.update(reward=everyone.mean().item(), reward_std=everyone.std().item(), entropy=entropy,
                        advantage_abs=advantages.abs().mean().item())
-        metrics.update({f"reward/{k}": v.mean().item() for k, v in terms.items()})
+        # TRL's names: rewards/<term>/mean is a reward (the negated cost of the term, before its weight)
+        metrics.update({f"rewards/{k}/mean": -v.mean().item() for k, v in terms.items()})
+        metrics["frac_reward_zero_std"] = (rewards.view(-1, G).std(dim=1) == 0).float().mean().item()
         if keep:
             rows = self.cfg.train.image_rows
             self.logger.log_images(self.state.step + 1, images[:rows], decoded, rewards[: rows * G])
@@ -239,10 +251,13 @@ class Trainer:
         t = self.cfg.train
         metrics: dict[str, float] = {}
         try:
+            if self.state.step == 0 and (found := self.samples.maybe_run(0, self.policy)):
+                self.logger.log(0, found)
             while self.state.step < t.max_steps:
                 if self.eval_fn and self.state.step == 0:
                     self.logger.log(0, self.eval_fn(self.policy))
                 metrics = self.step()
+                metrics.update(self.samples.maybe_run(self.state.step, self.policy))
                 if self.eval_fn and self.eval_steps and (self.state.step % self.eval_steps == 0
                                                          or self.state.step == t.max_steps):
                     metrics.update(self.eval_fn(self.policy))
@@ -257,8 +272,11 @@ class Trainer:
 
     def save(self) -> Path:
         """Every rank takes part (full-weight gather, sharded writes); see `training.checkpoint`."""
-        return ckpt.save_checkpoint(self.run_dir, self.state.step, self.policy, self.optimizer, self._trainer_state(),
+        path = ckpt.save_checkpoint(self.run_dir, self.state.step, self.policy, self.optimizer, self._trainer_state(),
                                     self.state.state_dict(), rank=self.rank, keep=self.cfg.train.save_total_limit)
+        if self.rank == 0:
+            write_latest(self.run_dir, path)
+        return path
 
     def _trainer_state(self) -> dict:
         return {"scheduler": self.scheduler.state_dict(), "data": self.stream.state_dict(), "step": self.state.step,
