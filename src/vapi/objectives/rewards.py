@@ -53,6 +53,10 @@ class RewardConfig:
         if self.chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
 
+    @property
+    def any_term(self) -> bool:
+        return any(getattr(self, n) > 0 for n in ("mse", "l1", "lpips", "discriminator", "codebook_cosine", "features"))
+
 
 def build_lpips(net: str = "vgg", weights: str = "", random_backbone: bool = False) -> nn.Module:
     """LPIPS with its linear heads (shipped in the package) and an offline-loaded backbone; frozen, eval mode."""

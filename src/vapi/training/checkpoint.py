@@ -1,4 +1,4 @@
-"""Training checkpoints, for one process, DDP and FSDP alike, resumable on any world size.
+"""Training checkpoints, for one process, DDP and FSDP alike, resumable on any world size; `Checkpointer` owns them.
 
 `<run>/checkpoints/step-XXXXXX/`:
   model/                the full policy as a vapi model folder (safetensors + config.json), gathered to rank 0:
@@ -6,44 +6,79 @@
   dcp/                  torch.distributed.checkpoint of {"model", "optimizer"}: each rank writes its own shard,
                         keyed by parameter name, so a resume re-shards to any world size (2 ranks → 1, 8 → 16);
   rng/rank-NNNNN.pt     each rank's TrainState (step, sampling generator, torch/python/CUDA RNG);
-  trainer_state.pt      rank 0: scheduler, data position, step, world size. Written last: its presence marks a
-                        complete checkpoint.
-The folder is assembled under `.step-XXXXXX.tmp` and renamed by rank 0 once every rank is done (atomic on one
-filesystem); only the last N are kept. Every rank must call `save_checkpoint` and `load_checkpoint` (collectives);
-under torchrun the run folder must be on a filesystem all ranks share. `.pt` files hold tensors and plain
-containers only and load with `torch.load(weights_only=True)`.
+  config.yaml           the run config that wrote it, compared with the new one on resume;
+  trainer_state.pt      rank 0: scheduler, data position, step, world size.
+Every rank must call `save_checkpoint` and `load_checkpoint` (collectives); under torchrun the run folder must be on
+a filesystem all ranks share.
+
+Commit protocol (crash-safe at any instant, as DCP's own writer): the folder is assembled as `.step-N.tmp`, every
+file and folder is fsynced, an existing `step-N` is renamed aside to `.step-N.old`, the tmp is renamed in (the
+commit), then the aside copy is deleted. Rotation renames an old committed folder to `.step-N.del` before deleting
+it, never touches the newest, and never touches anything uncommitted. `cleanup_leftovers` runs at start: `.tmp`
+and `.del` folders are removed, an `.old` folder whose replacement never got renamed in is restored.
+
+Nothing read on resume is unpickled beyond plain data: `.pt` files load with `torch.load(weights_only=True)`, DCP's
+`.metadata` (a pickle) goes through `SafeMetadataReader`, which allows only the classes DCP's metadata is made of,
+and the tensors in DCP's data files are read by DCP with `weights_only=True`. Anything else is refused with one line
+naming the file.
 """
 from __future__ import annotations
 
+import io
+import json
 import os
+import pickle
 import shutil
 import warnings
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.distributed.checkpoint as dcp
+import yaml
 from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
                                                      get_optimizer_state_dict, set_model_state_dict,
                                                      set_optimizer_state_dict)
 
+from vapi.config import to_dict
 from vapi.models.checkpoint import save_pretrained
 from vapi.models.lora import merged_state_dict
 from vapi.models.state_dict_io import read_model_config
 from vapi.training.distributed import barrier
 
 PREFIX = "step-"
+# Test hook: called with the name of each phase of a save (fault injection kills the process there).
+fault_hook: Callable[[str], None] | None = None
+
+
+class UnsafeCheckpointError(ValueError):
+    """A checkpoint file that is not plain data (crafted or corrupt): refused before anything in it runs."""
+
+
+def _phase(name: str) -> None:
+    if fault_hook is not None:
+        fault_hook(name)
 
 
 def checkpoint_dir(run_dir: Path) -> Path:
     return Path(run_dir) / "checkpoints"
 
 
+def step_of(path: Path) -> int:
+    return int(path.name[len(PREFIX):])
+
+
+def _is_step_name(name: str) -> bool:
+    return name.startswith(PREFIX) and name[len(PREFIX):].isdigit()
+
+
 def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Committed checkpoints, oldest first. A `step-N` folder without trainer_state.pt is not one."""
     root = checkpoint_dir(run_dir)
     if not root.is_dir():
         return []
-    done = [p for p in root.iterdir() if p.name.startswith(PREFIX) and (p / "trainer_state.pt").is_file()]
-    return sorted(done, key=lambda p: int(p.name[len(PREFIX):]))
+    done = [p for p in root.iterdir() if _is_step_name(p.name) and (p / "trainer_state.pt").is_file()]
+    return sorted(done, key=step_of)
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
@@ -55,22 +90,139 @@ def _rng_file(path: Path, rank: int) -> Path:
     return path / "rng" / f"rank-{rank:05d}.pt"
 
 
-def _dcp(fn, state: dict, path: Path) -> None:
+# ------------------------------------------------------------------------------------------ safe reading
+# Exactly the globals a DCP `.metadata` pickle references (torch 2.x): its dataclasses, tensor sizes, dtypes and
+# layouts, and the path of the checkpoint.
+_DCP_META = "torch.distributed.checkpoint.metadata"
+_ALLOWED = {
+    (_DCP_META, n) for n in ("Metadata", "TensorStorageMetadata", "TensorProperties", "_MEM_FORMAT_ENCODING",
+                             "ChunkStorageMetadata", "BytesStorageMetadata", "MetadataIndex", "StorageMeta")
+} | {("torch.distributed.checkpoint.filesystem", "_StorageInfo"), ("torch", "Size"),
+     ("torch.serialization", "_get_layout"), ("collections", "OrderedDict"),
+     ("pathlib", "PosixPath"), ("pathlib", "PurePosixPath"), ("pathlib", "WindowsPath"),
+     ("pathlib", "PureWindowsPath")}
+
+
+class _MetadataUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        if (module, name) in _ALLOWED:
+            return super().find_class(module, name)
+        if module == "torch":  # dtypes and layouts are pickled by name: torch.float32, torch.strided
+            value = getattr(torch, name, None)
+            if isinstance(value, (torch.dtype, torch.layout, torch.memory_format)):
+                return value
+        raise pickle.UnpicklingError(f"global {module}.{name} is not part of DCP metadata")
+
+
+def safe_load_metadata(path: Path):
+    """Unpickle a DCP `.metadata` file allowing only DCP's metadata classes; UnsafeCheckpointError otherwise."""
+    from torch.distributed.checkpoint.metadata import Metadata
+
+    try:
+        with open(path, "rb") as f:
+            meta = _MetadataUnpickler(io.BytesIO(f.read())).load()
+    except (pickle.UnpicklingError, EOFError, AttributeError, TypeError, ValueError, IndexError) as e:
+        raise UnsafeCheckpointError(f"{path}: refused, not plain DCP metadata ({e}); the checkpoint is corrupt or "
+                                    "crafted: resume from another one or delete it") from None
+    if not isinstance(meta, Metadata):
+        raise UnsafeCheckpointError(f"{path}: refused, holds a {type(meta).__name__}, not DCP metadata")
+    return meta
+
+
+class SafeMetadataReader(dcp.FileSystemReader):
+    """DCP's filesystem reader with a restricted unpickler for `.metadata` (DCP itself uses plain pickle.load)."""
+
+    def read_metadata(self, *args, **kwargs):
+        from torch.distributed.checkpoint.metadata import StorageMeta
+
+        rank = kwargs.get("rank")
+        metadata = safe_load_metadata(Path(self._get_metadata_path(rank)))
+        if getattr(metadata, "storage_meta", None) is None:
+            metadata.storage_meta = StorageMeta()
+        metadata.storage_meta.load_id = self.load_id
+        return metadata
+
+
+def safe_torch_load(path: Path):
+    """`torch.load(weights_only=True)` with a one-line error naming the file."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, AttributeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UnsafeCheckpointError(f"{path}: refused, not plain tensors/containers ({first[:160]}); the checkpoint is "
+                                    "corrupt or crafted: resume from another one or delete it") from None
+
+
+# ------------------------------------------------------------------------------------------ commit and cleanup
+def _fsync_tree(root: Path) -> None:
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(dirpath))
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some filesystems cannot fsync a directory
+        pass
+    finally:
+        os.close(fd)
+
+
+def cleanup_leftovers(run_dir: Path) -> list[str]:
+    """Finish or undo what a killed save/rotation left (rank 0, before anything reads checkpoints); return notes."""
+    root = checkpoint_dir(run_dir)
+    notes: list[str] = []
+    if not root.is_dir():
+        return notes
+    for p in sorted(root.iterdir()):
+        name = p.name
+        if name.startswith(f".{PREFIX}") and name.endswith(".old"):
+            final = root / name[1:-len(".old")]
+            if (final / "trainer_state.pt").is_file():
+                shutil.rmtree(p)
+                notes.append(f"removed {name} (replaced by a committed {final.name})")
+            else:
+                if final.exists():
+                    shutil.rmtree(final)
+                os.replace(p, final)
+                notes.append(f"restored {final.name} from {name} (its replacement was never committed)")
+        elif name.startswith(f".{PREFIX}") and (name.endswith(".tmp") or name.endswith(".del")):
+            shutil.rmtree(p)
+            notes.append(f"removed {name} (an interrupted {'save' if name.endswith('.tmp') else 'rotation'})")
+        elif _is_step_name(name) and not (p / "trainer_state.pt").is_file():
+            notes.append(f"ignored {name}: incomplete (no trainer_state.pt), left as it is")
+    if notes:
+        _fsync_dir(root)
+    return notes
+
+
+def _dcp(fn, state: dict, path: Path, **kw) -> None:
     with warnings.catch_warnings():
         # One process without a process group is a supported case, not a mistake worth a warning per checkpoint.
         warnings.filterwarnings("ignore", message="torch.distributed is disabled")
-        fn(state, checkpoint_id=str(path))
+        fn(state, checkpoint_id=str(path), **kw)
 
 
 def save_checkpoint(run_dir: Path, step: int, policy: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    trainer_state: dict, rank_state: dict, *, rank: int = 0, keep: int = 2) -> Path:
+                    trainer_state: dict, rank_state: dict, *, rank: int = 0, keep: int = 2,
+                    config: dict | None = None) -> Path:
     """Called by every rank. `policy` is the unwrapped model (FSDP2-sharded or not), `trainer_state` rank 0's global
-    state, `rank_state` this rank's TrainState."""
+    state, `rank_state` this rank's TrainState. `keep` committed checkpoints stay (0 = all)."""
     root = checkpoint_dir(run_dir)
     final = root / f"{PREFIX}{step:06d}"
-    tmp = root / f".{final.name}.tmp"
+    tmp, aside = root / f".{final.name}.tmp", root / f".{final.name}.old"
     if rank == 0:
-        shutil.rmtree(tmp, ignore_errors=True)  # left by a run killed mid-save
+        shutil.rmtree(tmp, ignore_errors=True)
         (tmp / "rng").mkdir(parents=True)
     barrier()
     # Under FSDP both calls are collectives; cpu_offload leaves the gathered full weights on rank 0 only.
@@ -79,17 +231,45 @@ def save_checkpoint(run_dir: Path, step: int, policy: torch.nn.Module, optimizer
          tmp / "dcp")
     torch.save(rank_state, _rng_file(tmp, rank))
     if rank == 0:
+        _phase("tmp-partial")
         save_pretrained(policy, tmp / "model", state_dict=merged_state_dict(policy, full))  # adapters folded in
+        if config is not None:
+            (tmp / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         torch.save(trainer_state, tmp / "trainer_state.pt")
+        _phase("tmp-written")
     barrier()
     if rank == 0:
+        _fsync_tree(tmp)
+        _phase("tmp-synced")
         if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
-            shutil.rmtree(old, ignore_errors=True)
+            shutil.rmtree(aside, ignore_errors=True)
+            os.replace(final, aside)
+            _phase("old-aside")
+        os.replace(tmp, final)  # the commit
+        _fsync_dir(root)
+        _phase("committed")
+        from vapi.training.resolve import write_latest  # (resolve imports this module)
+
+        write_latest(run_dir, final)
+        if aside.exists():
+            shutil.rmtree(aside)
+            _phase("old-deleted")
+        _rotate(run_dir, final, keep)
     barrier()
     return final
+
+
+def _rotate(run_dir: Path, newest: Path, keep: int) -> None:
+    if keep <= 0:
+        return
+    others = [p for p in list_checkpoints(run_dir) if p != newest]
+    for old in others[:max(0, len(others) - (keep - 1))]:
+        doomed = old.with_name(f".{old.name}.del")
+        os.replace(old, doomed)  # atomic: the folder is either committed and whole, or marked for deletion
+        _phase("rotate-renamed")
+        shutil.rmtree(doomed)
+        _phase("rotate-deleted")
+    _fsync_dir(checkpoint_dir(run_dir))
 
 
 def load_checkpoint(path: Path, policy: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -105,11 +285,222 @@ def load_checkpoint(path: Path, policy: torch.nn.Module, optimizer: torch.optim.
         diff = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
         raise ValueError(f"cannot resume from {path}: it holds another model (differs in {', '.join(diff)}); "
                          "resume with the same generator or start a new output_dir")
+    trainer_state = safe_torch_load(path / "trainer_state.pt")  # checked before DCP touches anything
+    rng = _rng_file(path, rank)
+    rank_state = safe_torch_load(rng) if rng.is_file() else None
     # The templates carry this run's sharding; DCP reads into them whatever the saving run's sharding was.
     state = {"model": get_model_state_dict(policy), "optimizer": get_optimizer_state_dict(policy, optimizer)}
-    _dcp(dcp.load, state, path / "dcp")
+    try:
+        _dcp(dcp.load, state, path / "dcp", storage_reader=SafeMetadataReader(str(path / "dcp")))
+    except UnsafeCheckpointError:
+        raise
+    except Exception as e:  # DCP wraps every rank's failure in one CheckpointException
+        text = str(e)
+        if "UnsafeCheckpointError" in text or "weights_only" in text.lower() or "Unpickl" in text:
+            raise UnsafeCheckpointError(f"{path / 'dcp'}: refused, a data file is not plain tensors; the checkpoint "
+                                        "is corrupt or crafted: resume from another one or delete it") from None
+        raise ValueError(f"{path / 'dcp'}: cannot be read ({type(e).__name__}); the checkpoint is corrupt: resume "
+                         "from another one or delete it") from None
     set_model_state_dict(policy, state["model"])
     set_optimizer_state_dict(policy, optimizer, state["optimizer"])
-    rng = _rng_file(path, rank)
-    rank_state = torch.load(rng, map_location="cpu", weights_only=True) if rng.is_file() else None
-    return torch.load(path / "trainer_state.pt", map_location="cpu", weights_only=True), rank_state
+    return trainer_state, rank_state
+
+
+# ------------------------------------------------------------------------------------------ the component
+# On resume these must equal the checkpoint's (another model, other data, other batches or seeds is another run);
+# everything else that changed is applied and listed. The global batch is checked as per_device × world size.
+FIXED_SECTIONS = ("model.", "data.", "text_encoder.")
+FIXED_KEYS = ("objective.name", "objective.num_generations", "train.seed", "train.steps_per_generation",
+              "train.num_iterations")
+NOT_COMPARED = ("train.output_dir", "train.overwrite", "train.per_device_batch_size")
+
+
+class RunFolderError(ValueError):
+    """The run folder holds another run (or not the one asked for); the message says what to do."""
+
+
+class NonFiniteWeightsError(ValueError):
+    pass
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def compare_configs(saved: dict, new: dict, saved_world: int, new_world: int) -> tuple[list[str], list[str]]:
+    """(refused, applied): 'key old → new' for every key that changed since the checkpoint."""
+    a, b = _flatten(saved), _flatten(new)
+    refused, applied = [], []
+    for key in sorted(set(a) & set(b)):
+        if key in NOT_COMPARED or a[key] == b[key]:
+            continue
+        item = f"{key} {a[key]!r} → {b[key]!r}"
+        (refused if key.startswith(FIXED_SECTIONS) or key in FIXED_KEYS else applied).append(item)
+    key = "train.per_device_batch_size"
+    if key in a and key in b:
+        old, now = a[key] * saved_world, b[key] * new_world
+        if old != now:
+            refused.append(f"global batch (per_device_batch_size × ranks) {old} → {now}")
+        elif a[key] != b[key]:
+            applied.append(f"{key} {a[key]!r} → {b[key]!r} (same global batch on {new_world} rank(s))")
+    return refused, applied
+
+
+def _weights_finite(policy: torch.nn.Module) -> bool:
+    ok = True
+    for p in policy.parameters():
+        local = p.to_local() if hasattr(p, "to_local") else p  # FSDP2: each rank checks its shard
+        ok = ok and bool(torch.isfinite(local).all())
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        flag = torch.tensor([0.0 if ok else 1.0], device=next(policy.parameters()).device)
+        torch.distributed.all_reduce(flag)
+        ok = flag.item() == 0
+    return ok
+
+
+class Checkpointer:
+    """Owns a run's checkpoints: the folder rule, cleanup, resume (with the config comparison), cadence, commit and
+    rotation. Statefuls: the policy with its optimizer (DCP), scheduler, data stream, and this rank's TrainState."""
+
+    def __init__(self, cfg, policy, optimizer, scheduler, stream, state, dist, log: Callable[[str], None] = print):
+        self.cfg, self.policy, self.optimizer, self.scheduler = cfg, policy, optimizer, scheduler
+        self.stream, self.state, self.dist = stream, state, dist
+        self.run_dir = Path(cfg.train.output_dir)
+        self.log = log if dist.rank == 0 else (lambda _msg: None)
+        self.last_saved_step: int | None = None  # the step whose checkpoint this run already holds
+        self.resumed_from: Path | None = None
+
+    # --- start: cleanup, folder rule, resume --------------------------------------------------------------------
+    def start(self, resume: str | bool | None) -> None:
+        """`resume`: False/None = a new run (refused if the folder holds checkpoints, unless train.overwrite);
+        True/"auto" = the latest checkpoint, or a fresh start with a note; "must" = the latest or an error; a path =
+        that checkpoint (or the latest of that run folder)."""
+        if self.dist.rank == 0:
+            for note in cleanup_leftovers(self.run_dir):
+                self.log(f"note: {checkpoint_dir(self.run_dir)}: {note}")
+        barrier()
+        existing = list_checkpoints(self.run_dir)
+        path = None
+        if resume in (None, False, ""):
+            if existing:
+                self._refuse_or_clear(existing)
+        elif resume is True or resume in ("auto", "must"):
+            path = existing[-1] if existing else None
+            if path is None and resume == "must":
+                raise RunFolderError(f"--resume=must: no checkpoint in {self.run_dir} to resume from")
+            if path is None:
+                self.log(f"note: no checkpoint in {self.run_dir}, starting fresh")
+        else:
+            path = Path(resume)
+            if (path / "checkpoints").is_dir():
+                path = latest_checkpoint(path) or path
+            if existing and path.resolve().parent != checkpoint_dir(self.run_dir).resolve():
+                self._refuse_or_clear(existing)
+        if path is not None:
+            self._load(path)
+        if self.dist.rank == 0:
+            truncate_metrics(self.run_dir / "metrics.jsonl", self.state.step)
+        barrier()
+
+    def _refuse_or_clear(self, existing: list[Path]) -> None:
+        if not self.cfg.train.overwrite:
+            raise RunFolderError(
+                f"{self.run_dir} already holds a run (checkpoint {existing[-1].name}): add --resume to continue it, or "
+                "set train.overwrite=true to replace it, or choose a new train.output_dir")
+        barrier()
+        if self.dist.rank == 0:
+            for name in ("checkpoints", "tensorboard", "images", "metrics.jsonl"):
+                p = self.run_dir / name
+                shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+            self.log(f"note: train.overwrite=true: removed the previous run's checkpoints, metrics, TensorBoard "
+                     f"and images in {self.run_dir}")
+        barrier()
+
+    def _load(self, path: Path) -> None:
+        saved_cfg = None
+        if (path / "config.yaml").is_file():
+            saved_cfg = yaml.safe_load((path / "config.yaml").read_text())
+        trainer_state, rank_state = load_checkpoint(path, self.policy, self.optimizer, self.dist.rank)
+        applied: list[str] = []
+        if isinstance(saved_cfg, dict):
+            new = yaml.safe_load(yaml.safe_dump(to_dict(self.cfg), sort_keys=False))
+            refused, applied = compare_configs(saved_cfg, new, int(trainer_state["world_size"]), self.dist.world_size)
+            if refused:
+                raise RunFolderError(f"cannot resume {path} with changed {'; '.join(refused)}: these cannot change "
+                                     "mid-run; restore them, or start a new train.output_dir")
+        self.scheduler.load_state_dict(trainer_state["scheduler"])
+        self.stream.load_state_dict(trainer_state["data"])  # re-mapped when the world size changed
+        if rank_state is not None and trainer_state["world_size"] == self.dist.world_size:
+            self.state.load_state_dict(rank_state)  # exact: every rank continues its own RNG streams
+        else:  # per-rank streams have no counterpart on another world size: new ones, from (seed, step, rank)
+            self.state.step, self.state.optimizer_steps = trainer_state["step"], trainer_state["optimizer_steps"]
+            self.state.reseed(self.cfg.train.seed * 1_000_003 + self.state.step * 1_009 + self.dist.rank)
+        if any(a.startswith(("optim.", "train.max_steps")) for a in applied):
+            self._rebase_optimizer()
+        if applied:
+            self.log(f"note: resuming {path} with changed {'; '.join(applied)} (applied from step "
+                     f"{self.state.step})")
+        if path.resolve().parent == checkpoint_dir(self.run_dir).resolve():
+            self.last_saved_step = step_of(path)
+        self.resumed_from = path
+
+    def _rebase_optimizer(self) -> None:
+        """The optimizer and scheduler states carry the old hyperparameters: set this config's, and re-base the
+        schedule (its shape comes from this config's max_steps) at the current step."""
+        o, groups = self.cfg.optim, self.optimizer.param_groups
+        for g in groups:
+            g["initial_lr"], g["betas"], g["eps"] = o.learning_rate, (o.adam_beta1, o.adam_beta2), o.adam_epsilon
+        groups[0]["weight_decay"] = o.weight_decay  # build_optimizer's layout: decayed params, then norms (no decay)
+        self.scheduler.base_lrs = [o.learning_rate] * len(groups)
+        for g, factor in zip(groups, self.scheduler.lr_lambdas):
+            g["lr"] = o.learning_rate * factor(self.scheduler.last_epoch)
+        self.scheduler._last_lr = [g["lr"] for g in groups]
+
+    # --- saving ------------------------------------------------------------------------------------------------
+    def maybe_save(self, step: int, last: bool) -> Path | None:
+        every = self.cfg.train.save_steps
+        if not (last or (every > 0 and step % every == 0)) or step == self.last_saved_step:
+            return None
+        return self.save()
+
+    def save(self) -> Path:
+        """Every rank takes part (full-weight gather, sharded writes)."""
+        if not _weights_finite(self.policy):
+            raise NonFiniteWeightsError(
+                f"step {self.state.step}: the policy holds non-finite weights; not saved, the last good checkpoint "
+                f"is {latest_checkpoint(self.run_dir) or 'none'}")
+        trainer_state = {"scheduler": self.scheduler.state_dict(), "data": self.stream.state_dict(),
+                         "step": self.state.step, "optimizer_steps": self.state.optimizer_steps,
+                         "world_size": self.dist.world_size}
+        path = save_checkpoint(self.run_dir, self.state.step, self.policy, self.optimizer, trainer_state,
+                               self.state.state_dict(), rank=self.dist.rank, keep=self.cfg.train.save_total_limit,
+                               config=yaml.safe_load(yaml.safe_dump(to_dict(self.cfg), sort_keys=False)))
+        self.last_saved_step = self.state.step
+        return path
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Keep the rows of steps <= `step` (what the resumed state has done); drop later ones and a torn last line."""
+    if not path.is_file():
+        return
+    keep, dropped = [], 0
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+            ok = isinstance(row, dict) and int(row.get("step", 0)) <= step
+        except (ValueError, TypeError):
+            ok = False
+        if ok:
+            keep.append(line)
+        else:
+            dropped += 1
+    if dropped:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(f"{line}\n" for line in keep))
+        os.replace(tmp, path)

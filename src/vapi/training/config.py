@@ -22,6 +22,8 @@ OBJECTIVES = ("vapi", "ce")
 MODES = ("train", "eval")
 POLICY_MODES = ("train", "eval", "twice")
 UPDATE_LAYOUTS = ("auto", "shared", "per_sample")
+PRECISIONS = ("auto", "fp32", "bf16")
+ZERO_MEANS = {"save_steps": "only at the end", "image_steps": "off", "save_total_limit": "keep all"}
 
 
 @dataclass
@@ -72,6 +74,19 @@ class ObjectiveConfig:
             raise ValueError(f"context_noise must be in [0, 1], got {self.context_noise}")
         if not 0.0 <= self.token_dropout < 1.0:
             raise ValueError(f"token_dropout must be in [0, 1), got {self.token_dropout}")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0 (0 = off), got {self.top_k}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1] (1 = off), got {self.top_p}")
+        if not self.epsilon > 0:
+            raise ValueError(f"epsilon (the PPO clip range) must be > 0, got {self.epsilon}")
+        if not self.adv_clip > 0:
+            raise ValueError(f"adv_clip must be > 0 (advantages are clamped to ±adv_clip), got {self.adv_clip}")
+        for name in ("prior_weight", "beta"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0 (0 = off), got {getattr(self, name)}")
         if self.rollout_mode not in MODES:
             raise ValueError(f"rollout_mode must be one of {MODES}, got {self.rollout_mode!r}")
         if self.update_layout not in UPDATE_LAYOUTS:
@@ -110,7 +125,11 @@ class TrainConfig:
     num_workers: int = helpf(0, "DataLoader worker processes decoding images (0 = in the training process); "
                                 "resume stays exact")
     save_steps: int = helpf(50, "checkpoint every N steps (and at the end); 0 = only at the end")
-    save_total_limit: int = helpf(2, "keep the last N checkpoints")
+    save_total_limit: int = helpf(2, "keep the last N checkpoints (the newest is never deleted); 0 = keep all")
+    overwrite: bool = helpf(False, "start a new run in an output_dir that holds one, deleting its checkpoints, "
+                                   "metrics, TensorBoard and images (without it, that is refused)")
+    max_nonfinite_steps: int = helpf(5, "stop after this many steps in a row skipped for a non-finite loss, "
+                                        "reward or gradient norm")
     report_to: list[str] = helpf(["tensorboard"], "logging backends besides metrics.jsonl: tensorboard, wandb, "
                                                   "all or none (comma list)")
     tensorboard: bool | None = helpf(None, "old alias: true adds tensorboard to report_to, false removes it")
@@ -124,9 +143,16 @@ class TrainConfig:
         if self.parallel not in PARALLEL:
             raise ValueError(f"train.parallel must be one of {PARALLEL}, got {self.parallel!r}")
         for name in ("max_steps", "per_device_batch_size", "micro_batch_size", "steps_per_generation",
-                     "num_iterations"):
+                     "num_iterations", "logging_steps", "image_rows", "max_nonfinite_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("save_steps", "image_steps", "save_total_limit"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"train.{name} must be >= 0 (0 = {ZERO_MEANS[name]}), got {getattr(self, name)}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"train.precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if not self.output_dir:
+            raise ValueError("train.output_dir must not be empty")
 
 
 REPORT_TO = ("tensorboard", "wandb")
@@ -168,6 +194,9 @@ class RunConfig:
 
     def __post_init__(self):
         self.grad_accum_steps  # validates the batch arithmetic early
+        if self.objective.name == "vapi" and not self.reward.any_term:
+            raise ValueError("every reward weight is 0 (reward.mse, l1, lpips, discriminator, codebook_cosine, "
+                             "features): VA-π needs at least one, e.g. reward.mse=1")
 
     @property
     def sequences_per_step(self) -> int:

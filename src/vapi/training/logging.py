@@ -34,7 +34,7 @@ class MetricLogger:
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tb = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=start_step or None)
+            self.tb = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=start_step)
         if wandb_project:
             try:
                 import wandb

@@ -19,6 +19,7 @@ the other metrics averaged over ranks; rank 0 alone writes logs, grids and the c
 from __future__ import annotations
 
 import copy
+import math
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -30,14 +31,14 @@ from vapi.models.protocols import has_train_randomness, index_condition
 from vapi.objectives import (MicroBatch, VaPiLoss, group_advantages, prior_ce, teacher_forced_rollout,
                              token_dropout_mask, token_entropy, weighted_prior_ce)
 from vapi.objectives.rewards import Reward, score_tokens
-from vapi.training import checkpoint as ckpt
+from vapi.training.checkpoint import Checkpointer
 from vapi.training.config import RunConfig, resolve_report_to
 from vapi.training.distributed import DistInfo, all_gather_cat, reduce_metrics, resolve_device
+from vapi.training.guards import NonFiniteGuard, check_geometry
 from vapi.training.logging import MetricLogger
 from vapi.training.optim import build_optimizer, build_scheduler
 from vapi.training.parallelize import (apply_activation_checkpointing, full_value, grad_sync, parallelize,
                                       resolve_parallel)
-from vapi.training.resolve import write_latest
 from vapi.training.samples import SampleGrids
 from vapi.training.state import BatchStream, TrainState
 
@@ -95,8 +96,11 @@ class Trainer:
         self.state = TrainState(sampling_generator=generator)
         self.stream = BatchStream(dataset, t.per_device_batch_size, t.seed, self.rank, self.dist.world_size,
                                   num_workers=t.num_workers)
-        if resume:
-            self._resume(resume)
+        check_geometry(dataset, policy, tokenizer)
+        self.checkpointer = Checkpointer(cfg, self.policy, self.optimizer, self.scheduler, self.stream, self.state,
+                                         self.dist)
+        self.checkpointer.start(resume)  # folder rule, leftovers of a killed save, resume + config comparison
+        self.guard = NonFiniteGuard(t.max_nonfinite_steps)
         if self.rank == 0:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.run_dir / "config.yaml")
@@ -236,11 +240,15 @@ class Trainer:
     def _optimizer_step(self) -> float:
         max_norm = self.cfg.optim.max_grad_norm
         params = [p for p in self.policy.parameters() if p.requires_grad]
-        norm = torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else float("inf"))
+        norm = full_value(torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else float("inf"))).item()
+        if not math.isfinite(norm):  # a non-finite loss or reward ends here too: skip, never apply (see guards)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.guard.skipped_update()
+            return norm
         self.optimizer.step()
         self.scheduler.step()
         self.state.optimizer_steps += 1
-        return full_value(norm).item()  # FSDP2: a DTensor
+        return norm
 
     def _images_due(self) -> bool:
         every = self.cfg.train.image_steps
@@ -256,41 +264,22 @@ class Trainer:
             while self.state.step < t.max_steps:
                 if self.eval_fn and self.state.step == 0:
                     self.logger.log(0, self.eval_fn(self.policy))
+                self.guard.begin_step()
                 metrics = self.step()
                 metrics.update(self.samples.maybe_run(self.state.step, self.policy))
+                # Raises after max_nonfinite_steps skipped in a row: no save, the last good checkpoint stays.
+                self.guard.end_step(metrics, self.state.step, self.checkpointer)
                 if self.eval_fn and self.eval_steps and (self.state.step % self.eval_steps == 0
                                                          or self.state.step == t.max_steps):
                     metrics.update(self.eval_fn(self.policy))
                 if self.state.step % t.logging_steps == 0 or self.state.step == t.max_steps:
                     self.logger.log(self.state.step, metrics)
-                if t.save_steps and self.state.step % t.save_steps == 0 and self.state.step < t.max_steps:
-                    self.save()
-            self.save()
+                self.checkpointer.maybe_save(self.state.step, last=self.state.step >= t.max_steps)
+            self.checkpointer.maybe_save(self.state.step, last=True)  # no-op when this step's checkpoint exists
         finally:
             self.logger.close()
         return metrics
 
     def save(self) -> Path:
         """Every rank takes part (full-weight gather, sharded writes); see `training.checkpoint`."""
-        path = ckpt.save_checkpoint(self.run_dir, self.state.step, self.policy, self.optimizer, self._trainer_state(),
-                                    self.state.state_dict(), rank=self.rank, keep=self.cfg.train.save_total_limit)
-        if self.rank == 0:
-            write_latest(self.run_dir, path)
-        return path
-
-    def _trainer_state(self) -> dict:
-        return {"scheduler": self.scheduler.state_dict(), "data": self.stream.state_dict(), "step": self.state.step,
-                "optimizer_steps": self.state.optimizer_steps, "world_size": self.dist.world_size}
-
-    def _resume(self, resume: str | bool) -> None:
-        path = ckpt.latest_checkpoint(self.run_dir) if resume is True or resume == "auto" else Path(resume)
-        if path is None:
-            return  # nothing to resume from yet: a fresh run
-        trainer_state, rank_state = ckpt.load_checkpoint(path, self.policy, self.optimizer, self.rank)
-        self.scheduler.load_state_dict(trainer_state["scheduler"])
-        self.stream.load_state_dict(trainer_state["data"])  # re-mapped when the world size changed
-        if rank_state is not None and trainer_state["world_size"] == self.dist.world_size:
-            self.state.load_state_dict(rank_state)  # exact: every rank continues its own RNG streams
-        else:  # per-rank streams have no counterpart on another world size: new ones, from (seed, step, rank)
-            self.state.step, self.state.optimizer_steps = trainer_state["step"], trainer_state["optimizer_steps"]
-            self.state.reseed(self.cfg.train.seed * 1_000_003 + self.state.step * 1_009 + self.rank)
+        return self.checkpointer.save()
