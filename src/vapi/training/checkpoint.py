@@ -35,6 +35,7 @@ from typing import Callable
 
 import torch
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.api import CheckpointException
 import yaml
 from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
                                                      get_optimizer_state_dict, set_model_state_dict,
@@ -121,6 +122,8 @@ def safe_load_metadata(path: Path):
     try:
         with open(path, "rb") as f:
             meta = _MetadataUnpickler(io.BytesIO(f.read())).load()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} is missing: the checkpoint is incomplete; resume from another one") from None
     except (pickle.UnpicklingError, EOFError, AttributeError, TypeError, ValueError, IndexError) as e:
         raise UnsafeCheckpointError(f"{path}: refused, not plain DCP metadata ({e}); the checkpoint is corrupt or "
                                     "crafted: resume from another one or delete it") from None
@@ -288,13 +291,14 @@ def load_checkpoint(path: Path, policy: torch.nn.Module, optimizer: torch.optim.
     trainer_state = safe_torch_load(path / "trainer_state.pt")  # checked before DCP touches anything
     rng = _rng_file(path, rank)
     rank_state = safe_torch_load(rng) if rng.is_file() else None
+    safe_load_metadata(path / "dcp" / ".metadata")  # refused here, before DCP's own fallbacks and logging
     # The templates carry this run's sharding; DCP reads into them whatever the saving run's sharding was.
     state = {"model": get_model_state_dict(policy), "optimizer": get_optimizer_state_dict(policy, optimizer)}
     try:
         _dcp(dcp.load, state, path / "dcp", storage_reader=SafeMetadataReader(str(path / "dcp")))
     except UnsafeCheckpointError:
         raise
-    except Exception as e:  # DCP wraps every rank's failure in one CheckpointException
+    except (Exception, CheckpointException) as e:  # DCP wraps every rank's failure in a CheckpointException
         text = str(e)
         if "UnsafeCheckpointError" in text or "weights_only" in text.lower() or "Unpickl" in text:
             raise UnsafeCheckpointError(f"{path / 'dcp'}: refused, a data file is not plain tensors; the checkpoint "
