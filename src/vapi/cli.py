@@ -5,6 +5,8 @@ import argparse
 import importlib
 import sys
 
+from vapi.errors import one_line
+
 # Each module defines `add_parser(subparsers)` (registering its parser with `func=run`) and `run(args) -> int`.
 COMMANDS = ("train", "sample", "eval", "convert", "inspect", "report", "env", "download", "pretrain", "demo")
 
@@ -40,8 +42,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         return int(args.func(args) or 0)
-    except (UserError, FileNotFoundError, ValueError) as e:
-        print(f"vapi {args.command}: error: {e}", file=sys.stderr)
+    except Exception as e:
+        message = str(e) if isinstance(e, UserError) else one_line(e)
+        if message is None:
+            raise
+        print(f"vapi {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"vapi {args.command}: interrupted", file=sys.stderr)

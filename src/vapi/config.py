@@ -156,7 +156,10 @@ def parse_override(item: str) -> dict:
     if "=" not in item:
         raise ConfigError(f"override {item!r} must look like key=value (e.g. optim.lr=1e-5)")
     key, raw = item.split("=", 1)
-    value = yaml.safe_load(raw) if raw.strip() else ""
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw  # not YAML (e.g. a path with ': '): the string as written
     if isinstance(value, str) and raw.strip():
         try:
             value = float(raw) if any(c in raw.lower() for c in ".e") else value
@@ -205,7 +208,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
     data = to_dict(cls())
     if path:
         path = resolve_config_path(path)
-        loaded = yaml.safe_load(path.read_text()) or {}
+        loaded = _read_yaml(path) or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path} must hold a YAML mapping of options")
         data = _merge(data, loaded)
@@ -221,6 +224,20 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
         if close and f"did you mean" not in str(e):
             raise ConfigError(f"unknown option {e.key}; did you mean {' or '.join(close)}?") from None
         raise
+
+
+def _read_yaml(path: Path):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path} is not a text YAML file (undecodable byte at offset {e.start})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{where}: YAML syntax error: {problem}") from None
 
 
 def save_config(cfg, path: str | Path) -> None:

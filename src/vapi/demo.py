@@ -65,6 +65,9 @@ class PostTrain:
     eval_steps: int = helpf(25, "clean validation CE and entropy every N steps")
 
 
+VARIANTS = ("vapi", "ce", "vapi_no_prior")  # the post-training runs `run_config` knows how to build
+
+
 @dataclass
 class DemoConfig:
     out_dir: str = helpf("runs", "where runs/demo-<time>/ is written")
@@ -80,6 +83,17 @@ class DemoConfig:
     evalnet: FeaturesPretrainConfig = field(default_factory=lambda: FeaturesPretrainConfig(arch="convnet", seed=1))
     post: PostTrain = field(default_factory=PostTrain)
     progress: bool = helpf(True, "progress bars")
+
+    def __post_init__(self):
+        unknown = [v for v in self.variants if v not in VARIANTS]
+        if unknown or not self.variants:
+            raise ValueError(f"variants: unknown {unknown[0]!r}; choose from {', '.join(VARIANTS)}" if unknown
+                             else f"variants must name at least one of {', '.join(VARIANTS)}")
+        for name in ("seeds", "eval_samples"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.cfg_scale >= 0:
+            raise ValueError(f"cfg_scale must be >= 0 (1 = off), got {self.cfg_scale}")
 
 
 def stage_key(*parts) -> str:

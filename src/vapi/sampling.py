@@ -44,7 +44,11 @@ class SamplingConfig:
     def __post_init__(self):
         if self.cfg_schedule not in CFG_SCHEDULES:
             raise ValueError(f"cfg_schedule must be one of {CFG_SCHEDULES}, got {self.cfg_schedule!r}")
-        if self.temperature <= 0 and not self.greedy:
+        if not self.cfg_scale >= 0:
+            raise ValueError(f"cfg scale must be >= 0 (1 = off), got {self.cfg_scale}")
+        if not self.cfg_power > 0:
+            raise ValueError(f"cfg_power must be > 0, got {self.cfg_power}")
+        if not self.temperature > 0 and not self.greedy:
             raise ValueError(f"temperature must be > 0 (got {self.temperature}); use greedy=True for argmax")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")

@@ -92,8 +92,11 @@ def _image_size(path: Path) -> tuple[int, int] | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from vapi.eval.npz import check_images_npz
     from vapi.eval.report import evaluate_files, format_table, write_json
 
+    if Path(args.samples).is_file():
+        check_images_npz(args.samples)  # uint8 [N, H, W, 3] only: refused before any model loads
     sizes = _image_size(Path(args.samples)), _image_size(Path(args.ref))
     if None not in sizes and sizes[0] != sizes[1]:  # Inception resizes anyway, but FID then measures the resize too
         print(f"warning: samples are {sizes[0][0]}x{sizes[0][1]} px, reference images {sizes[1][0]}x{sizes[1][1]}; "

@@ -18,7 +18,9 @@ def add_parser(sub) -> None:
         config_help="YAML file of options (the shipped ones: llamagen_c2i_b_256, llamagen_c2i_xl_384, "
                     "llamagen_c2i_xxl_384, llamagen_t2i_xl_256, janus_pro_1b)")
     p.add_argument("--resume", nargs="?", const="auto", default=None,
-                   help="continue from the latest checkpoint in train.output_dir, or from the given checkpoint")
+                   help="continue from the latest checkpoint in train.output_dir (a fresh start, with a note, when "
+                        "there is none; --resume=must refuses then), or from the given checkpoint or run folder. "
+                        "Without it, an output_dir that holds checkpoints is refused (see train.overwrite)")
     p.set_defaults(func=run)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -125,9 +126,29 @@ class NpzWriter:
                 self._tmp.unlink(missing_ok=True)
 
 
+def _unreadable(path, e: BaseException) -> ValueError:
+    return ValueError(f"{path}: not a readable npz ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                      "the file is corrupt, truncated or of another format")
+
+
+def _np_load(path):
+    """np.load (no pickles) with a one-line error naming the file."""
+    try:
+        return np.load(path)
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+        raise _unreadable(path, e) from None
+
+
+def _zipfile(path) -> zipfile.ZipFile:
+    try:
+        return zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        raise _unreadable(path, e) from None
+
+
 def load_npz(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:
     """Read a whole ADM sample batch: (images uint8 [N, H, W, 3], labels [N] or None)."""
-    with np.load(path) as z:
+    with _np_load(path) as z:
         return z["arr_0"], (z["arr_1"] if "arr_1" in z.files else None)
 
 
@@ -148,22 +169,36 @@ def _open_member(zf: zipfile.ZipFile, path, key: str):
     return zf.open(f"{key}.npy")
 
 
+def _check_images(shape, dtype, where: str):
+    if dtype != np.uint8 or len(shape) != 4 or shape[-1] != 3:
+        raise ValueError(f"{where} is {dtype} {list(shape)}; images must be uint8 [N, H, W, 3] (0-255, RGB, as "
+                         "`vapi sample` writes); for [-1, 1] floats x: ((x + 1) * 127.5).round().clip(0, 255)"
+                         ".astype(np.uint8)")
+    return shape, dtype
+
+
+def check_images_npz(path: str | os.PathLike, key: str = "arr_0") -> tuple[int, ...]:
+    """The shape of `key` after checking, from its header, that it holds uint8 [N, H, W, 3] images."""
+    with _zipfile(path) as zf, _open_member(zf, path, key) as f:
+        return _check_images(*_read_npy_header(f, f"{path}:{key}"), f"{path}:{key}")[0]
+
+
 def npz_shape(path: str | os.PathLike, key: str = "arr_0") -> tuple[int, ...]:
     """Shape of array `key` in an npz, read from its header only."""
-    with zipfile.ZipFile(path) as zf, _open_member(zf, path, key) as f:
+    with _zipfile(path) as zf, _open_member(zf, path, key) as f:
         return _read_npy_header(f, f"{path}:{key}")[0]
 
 
 def load_npz_labels(path: str | os.PathLike) -> np.ndarray | None:
     """The labels `arr_1` [N] of an ADM sample batch, or None, without reading the images."""
-    with np.load(path) as z:
+    with _np_load(path) as z:
         return z["arr_1"] if "arr_1" in z.files else None
 
 
 def iter_npz_images(path: str | os.PathLike, batch_size: int, key: str = "arr_0") -> Iterator[np.ndarray]:
     """Stream `key` from an npz in batches [b, H, W, 3] without loading it whole (50k x 256^2 images are ~10 GB)."""
-    with zipfile.ZipFile(path) as zf, _open_member(zf, path, key) as f:
-        shape, dtype = _read_npy_header(f, f"{path}:{key}")
+    with _zipfile(path) as zf, _open_member(zf, path, key) as f:
+        shape, dtype = _check_images(*_read_npy_header(f, f"{path}:{key}"), f"{path}:{key}")
         per_item = int(np.prod(shape[1:])) * dtype.itemsize
         for start in range(0, shape[0], batch_size):
             n = min(batch_size, shape[0] - start)
@@ -183,17 +218,27 @@ def _folder_images(folder: Path) -> list[Path]:
 def iter_image_folder(folder: str | os.PathLike, batch_size: int) -> Iterator[np.ndarray]:
     """Images under `folder` (recursive, sorted by path) as uint8 batches [b, H, W, 3]; all must share one size
     (crop/resize them beforehand, e.g. with ADM's center crop in the data pipeline)."""
-    files, size = _folder_images(Path(folder)), None
+    files, size, skipped = _folder_images(Path(folder)), None, []
     for start in range(0, len(files), batch_size):
         batch = []
         for p in files[start : start + batch_size]:
-            with Image.open(p) as im:
-                arr = np.asarray(im.convert("RGB"))  # [H, W, 3]
+            try:
+                with Image.open(p) as im:
+                    arr = np.asarray(im.convert("RGB"))  # [H, W, 3]
+            except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+                skipped.append(f"{p.name}: {type(e).__name__}")
+                continue
             if size is not None and arr.shape != size:
                 raise ValueError(f"{p} is {arr.shape}, others are {size}; crop/resize the folder to one size")
             size = arr.shape
             batch.append(arr)
-        yield np.stack(batch)
+        if batch:
+            yield np.stack(batch)
+    if skipped:
+        print(f"warning: skipped {len(skipped)} unreadable of {len(files)} files in {folder} (first: {skipped[0]})",
+              file=sys.stderr)
+    if size is None:
+        raise ValueError(f"none of the {len(files)} image files in {folder} could be read")
 
 
 def content_hash(source: str | os.PathLike) -> str:
@@ -220,7 +265,7 @@ class ReferenceStats:
 
 def _read_file_stats(path: Path) -> tuple[dict, bool]:
     """({mu, sigma[, mu_s, sigma_s]} found in the npz, whether it has images in arr_0)."""
-    with np.load(path) as z:
+    with _np_load(path) as z:
         stats = {k: z[k] for k in ("mu", "sigma", "mu_s", "sigma_s") if k in z.files}
         return stats, "arr_0" in z.files
 

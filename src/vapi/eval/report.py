@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +30,8 @@ from vapi.eval.metrics import (
     precision_recall,
 )
 from vapi.eval.features import FeatureExtractor, compute_features
-from vapi.eval.npz import (ReferenceStats, iter_image_folder, iter_npz_images, load_npz_labels, load_reference,
-                           npz_shape)
+from vapi.eval.npz import (ReferenceStats, check_images_npz, iter_image_folder, iter_npz_images, load_npz_labels,
+                           load_reference, npz_shape)
 
 ADM_IS_SPLIT_SIZE = 5000  # ADM's evaluator scores IS over consecutive chunks of 5000 samples
 
@@ -93,6 +94,8 @@ def evaluate_files(
         raise FileNotFoundError(f"sample batch not found: {samples}")
     if not Path(ref).exists():
         raise FileNotFoundError(f"reference batch not found: {ref}")
+    if samples.is_file():
+        check_images_npz(samples)  # before the reference's features are computed
     ref_stats = load_reference(ref, extractor, cache_dir=cache_dir, batch_size=batch_size,
                                prefer_file_stats=prefer_file_stats)
     labels = None
@@ -103,8 +106,21 @@ def evaluate_files(
         batches, total = iter_image_folder(samples, batch_size), None
     feats, logits, spatial = compute_features(extractor, batches, batch_size, total=total, progress=progress,
                                               return_spatial=True)  # [N, D], [N, C] | None, [N, D_s] | None
+    for message in sample_count_warnings(feats.shape[0], feats.shape[1], logits is not None):
+        print(f"warning: {message}", file=sys.stderr)
     return evaluate(feats, ref_stats, sample_logits=logits, sample_labels=labels, sample_spatial=spatial,
                     is_split_size=ADM_IS_SPLIT_SIZE, device=device)
+
+
+def sample_count_warnings(n: int, dim: int, with_is: bool) -> list[str]:
+    """What N samples cannot support: a full-rank FID covariance needs N > D; IS wants whole 5000-sample splits."""
+    out = []
+    if n <= dim:
+        out.append(f"FID on {n} samples with {dim}-dim features: the sample covariance is rank-deficient, so FID is "
+                   f"biased and not comparable (ADM uses 50000; use at least {dim + 1})")
+    if with_is and n < ADM_IS_SPLIT_SIZE:
+        out.append(f"IS on {n} samples: below one {ADM_IS_SPLIT_SIZE}-sample split, not comparable to ADM's numbers")
+    return out
 
 
 def format_table(results: dict[str, float | int]) -> str:
