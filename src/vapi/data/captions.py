@@ -49,18 +49,36 @@ def find_captions_file(root: str) -> str:
     raise ValueError(f"caption folder {root!r} has {what} .jsonl/.csv captions files: set data.captions_file")
 
 
-def _read_rows(path: str) -> list[dict]:
-    with open(path, encoding="utf-8", newline="") as f:
-        if path.lower().endswith(".csv"):
-            return list(csv.DictReader(f))
-        rows = []
-        for lineno, line in enumerate(f, 1):
-            if line.strip():
-                row = json.loads(line)
-                if not isinstance(row, dict):
-                    raise ValueError(f"{path}:{lineno}: expected a JSON object per line")
-                rows.append(row)
-        return rows
+def _read_rows(path: str) -> tuple[list[tuple[int, dict]], dict[str, str]]:
+    """([(line number, row)], {"file:line": reason} for malformed lines, which are skipped)."""
+    rows, bad = [], {}
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            if path.lower().endswith(".csv"):
+                reader = csv.DictReader(f)
+                for row in reader:
+                    if None in row:  # more fields than the header names
+                        bad[f"{path}:{reader.line_num}"] = "malformed line: more fields than the header"
+                    else:
+                        rows.append((reader.line_num, row))
+                return rows, bad
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    bad[f"{path}:{lineno}"] = f"malformed line: {e.msg} at column {e.colno}"
+                    continue
+                if isinstance(row, dict):
+                    rows.append((lineno, row))
+                else:
+                    bad[f"{path}:{lineno}"] = "malformed line: not a JSON object"
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not UTF-8 text (undecodable byte at offset {e.start})") from None
+    except csv.Error as e:
+        raise ValueError(f"{path}: unreadable CSV ({e})") from None
+    return rows, bad
 
 
 def _column(rows: list[dict], wanted: str, candidates: tuple[str, ...], what: str, path: str) -> str:
@@ -84,18 +102,24 @@ class CaptionFolderDataset(_RobustImageDataset):
         if not os.path.isdir(self.root):
             raise FileNotFoundError(f"caption folder {self.root!r} does not exist")
         self.captions_file = captions_file or find_captions_file(self.root)
-        rows = _read_rows(self.captions_file)
+        numbered, bad = _read_rows(self.captions_file)
+        self.skipped.update(bad)
+        if bad:
+            first = next(iter(bad.items()))
+            warnings.warn(f"{self.captions_file}: skipped {len(bad)} malformed line(s) (first: {first[0]}: "
+                          f"{first[1]})", stacklevel=2)
+        rows = [row for _, row in numbered]
         image_col = _column(rows, "", IMAGE_KEYS, "image file", self.captions_file)
         caption_col = _column(rows, caption_column, CAPTION_KEYS, "caption", self.captions_file)
         base = os.path.dirname(os.path.abspath(self.captions_file))
         self.samples: list[tuple[str, str]] = []
-        for i, row in enumerate(rows):
+        for lineno, row in numbered:
             name, caption = row.get(image_col), row.get(caption_col)
             path = os.path.join(base, str(name)) if name else ""
             if not isinstance(caption, str) or not caption.strip():
-                self.skipped[f"{self.captions_file}[{i}]"] = "no caption"
+                self.skipped[f"{self.captions_file}:{lineno}"] = "no caption"
             elif not name or not os.path.isfile(path):
-                self.skipped[path or f"{self.captions_file}[{i}]"] = "missing image file"
+                self.skipped[path or f"{self.captions_file}:{lineno}"] = "missing image file"
             else:
                 self.samples.append((path, caption.strip()))
         _finish(self, f"caption folder {self.root!r} ({self.captions_file})")
@@ -167,9 +191,13 @@ class CaptionTarDataset(_RobustImageDataset):
     def _index(self, shard: str) -> list[tuple[str, int, int, str]]:
         images: dict[str, tarfile.TarInfo] = {}
         captions: dict[str, str] = {}
+        size = os.path.getsize(shard)
         with tarfile.open(shard, mode="r:") as tf:  # uncompressed, as webdataset writes: members are seekable
-            for member in tf:
+            for member in _members_until_damage(tf, shard, self.skipped):
                 if not member.isfile():
+                    continue
+                if member.offset_data + member.size > size:
+                    self.skipped[f"{shard}:{member.name}"] = "truncated member: the shard ends inside it"
                     continue
                 name = member.name.lower()
                 folder, _, base = member.name.rpartition("/")
@@ -211,6 +239,19 @@ class CaptionTarDataset(_RobustImageDataset):
         with Image.open(io.BytesIO(data)) as image:
             image.load()
             return to_rgb(image), caption
+
+
+def _members_until_damage(tf: tarfile.TarFile, shard: str, skipped: dict):
+    """The members of a tar up to the first damaged header: a truncated shard keeps its readable members."""
+    count = 0
+    try:
+        for member in tf:
+            count += 1
+            yield member
+    except (tarfile.TarError, EOFError, OSError) as err:
+        if count == 0:
+            raise
+        skipped[shard] = f"truncated shard: salvaged the {count} members before {type(err).__name__}: {err}"
 
 
 def _finish(ds: _RobustImageDataset, what: str) -> None:

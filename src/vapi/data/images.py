@@ -104,6 +104,7 @@ class _RobustImageDataset(Dataset, ABC):
     def __init__(self) -> None:
         self.skipped: dict[str, str] = {}
         self._bad: set[int] = set()
+        self.upscaled = 0  # items smaller than image_size seen so far (warned about once)
 
     @abstractmethod
     def _decode(self, index: int) -> tuple[Image.Image, int]:
@@ -127,17 +128,23 @@ class _RobustImageDataset(Dataset, ABC):
                 warnings.warn(f"{type(self).__name__}: skipping unreadable image {self._name(j)} ({err}); "
                               f"substituting the next readable index", stacklevel=2)
                 continue
+            if min(image.size) < self.image_size:
+                self.upscaled += 1
+                if self.upscaled == 1 and not isinstance(self, ImageFolderDataset):  # the folder warned up front
+                    warnings.warn(f"{type(self).__name__}: {self._name(j)} is {image.size[0]}x{image.size[1]}, "
+                                  f"smaller than {self.image_size} px: upscaled (further ones are counted in "
+                                  ".upscaled)", stacklevel=2)
             return to_tensor(center_crop_arr(image, self.image_size)), label
-        raise RuntimeError(f"{type(self).__name__}: none of its {n} images could be decoded; see .skipped")
+        raise ValueError(f"{type(self).__name__}: none of its {n} images could be decoded ({_summarise(self.skipped)})")
 
 
-def _probe(path: str) -> str | None:
-    """None if PIL can parse the header, else the reason. Reads only the first few KB of the file."""
+def _probe(path: str) -> tuple[str | None, tuple[int, int]]:
+    """(None, size) if PIL can parse the header, else (the reason, (0, 0)). Reads only the first few KB."""
     try:
-        with Image.open(path):
-            return None
+        with Image.open(path) as image:
+            return None, image.size
     except DECODE_ERRORS as err:
-        return f"{type(err).__name__}: {err}"
+        return f"{type(err).__name__}: {err}", (0, 0)
 
 
 class ImageFolderDataset(_RobustImageDataset):
@@ -176,8 +183,15 @@ class ImageFolderDataset(_RobustImageDataset):
             self.skipped[path] = "outside a class folder: files must sit in root/<class_name>/"
 
         candidates: list[tuple[str, int]] = []
+        seen_dirs: set[tuple[int, int]] = set()  # (device, inode): a symlink loop or a second link is walked once
         for label, name in zip(ids, self.class_names):
             for dirpath, dirnames, filenames in os.walk(os.path.join(self.root, name), followlinks=True):
+                st = os.stat(dirpath)
+                if (st.st_dev, st.st_ino) in seen_dirs:
+                    self.skipped[dirpath] = "folder already walked (a symlink loop or a second link to it)"
+                    dirnames[:] = []
+                    continue
+                seen_dirs.add((st.st_dev, st.st_ino))
                 dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
                 for file in sorted(f for f in filenames if not f.startswith(".")):
                     path = os.path.join(dirpath, file)
@@ -187,11 +201,15 @@ class ImageFolderDataset(_RobustImageDataset):
                         self.skipped[path] = f"not an image extension: expected one of {', '.join(IMG_EXTENSIONS)}"
         if validate and candidates:
             with ThreadPoolExecutor(max_workers=min(16, 4 * (os.cpu_count() or 1))) as pool:
-                reasons = list(pool.map(_probe, (p for p, _ in candidates)))
-            for (path, _), reason in zip(candidates, reasons):
+                probed = list(pool.map(_probe, (p for p, _ in candidates)))
+            for (path, _), (reason, _) in zip(candidates, probed):
                 if reason is not None:
                     self.skipped[path] = reason
-            candidates = [c for c, reason in zip(candidates, reasons) if reason is None]
+            small = sum(1 for reason, size in probed if reason is None and min(size) < image_size)
+            if small:
+                warnings.warn(f"ImageFolderDataset({self.root!r}): {small} of {len(candidates)} images are smaller "
+                              f"than {image_size} px on their short side and will be upscaled", stacklevel=2)
+            candidates = [c for c, (reason, _) in zip(candidates, probed) if reason is None]
         self.samples = candidates
 
         if not self.samples:
