@@ -31,7 +31,7 @@ def one_line(e: BaseException) -> str | None:
     if isinstance(e, pickle.UnpicklingError):
         return _flat(f"refused to unpickle ({e}); the file is corrupt or not plain tensors")
     if isinstance(e, ValueError):
-        return _flat(str(e).strip("'\""))
+        return _flat(str(e))
     return None
 
 

@@ -135,7 +135,8 @@ class _RobustImageDataset(Dataset, ABC):
                                   f"smaller than {self.image_size} px: upscaled (further ones are counted in "
                                   ".upscaled)", stacklevel=2)
             return to_tensor(center_crop_arr(image, self.image_size)), label
-        raise ValueError(f"{type(self).__name__}: none of its {n} images could be decoded ({_summarise(self.skipped)})")
+        raise ValueError(f"{type(self).__name__}: none of its {n} images could be decoded "
+                         f"({_summarise(self.skipped)})")
 
 
 def _probe(path: str) -> tuple[str | None, tuple[int, int]]:

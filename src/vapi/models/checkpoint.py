@@ -96,10 +96,13 @@ def _check_fit(model: torch.nn.Module, sd: Mapping, kind: str, source) -> None:
     unexpected = [k for k in sd if k not in expected]
     shapes = [f"{k} {list(sd[k].shape)} in file vs {list(s)} in model" for k, s in expected.items()
               if k in sd and tuple(sd[k].shape) != s]
-    if not (missing or unexpected or shapes):
+    floats = {k for k, v in model.state_dict().items() if v.is_floating_point()}
+    dtypes = [f"{k} is {sd[k].dtype}" for k in sorted(floats) if k in sd and not sd[k].is_floating_point()]
+    if not (missing or unexpected or shapes or dtypes):
         return
     parts = [f"{len(v)} {what} ({_head(v)})" for what, v in
-             (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)) if v]
+             (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes),
+              ("non-float tensors where the model has floats", dtypes)) if v]
     hint = _suggestion(kind, sd, model.config)
     raise CheckpointError(f"{source}: weights do not fit {_describe(model.config)}: {'; '.join(parts)}"
                           + (f"; {hint}" if hint else ""))
@@ -113,6 +116,10 @@ def build_model(kind: str, cfg, state_dict: Mapping[str, torch.Tensor], source="
         model = cls(cfg)
     _check_fit(model, state_dict, kind, source)
     sd = {k: v.to(dtype) if dtype is not None and v.is_floating_point() else v for k, v in state_dict.items()}
+    bad = [k for k, v in sd.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"{source}: {len(bad)} tensors hold NaN or inf ({_head(bad)}); the weights are corrupt "
+                              "(or come from a diverged run): use another checkpoint")
     model.load_state_dict(sd, strict=True, assign=True)
     left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if left:  # a non-persistent buffer the model forgot to create on CPU: a bug in the model, not the file

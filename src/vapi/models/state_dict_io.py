@@ -18,6 +18,7 @@ import os
 import pickle
 import pickletools
 import re
+import typing
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -83,6 +84,11 @@ def _torch_load(path: Path):
             raise
         detail = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
         raise CheckpointError(f"{path} is truncated or corrupt, or not a PyTorch checkpoint ({detail})") from None
+
+
+def load_torch_file(path: str | Path):
+    """`torch.load(weights_only=True)` of any .pt/.pth file, with a one-line CheckpointError naming it."""
+    return _torch_load(Path(path))
 
 
 def _is_state_dict(obj) -> bool:
@@ -155,7 +161,15 @@ def read_model_config(folder: str | Path) -> tuple[str, GPTConfig | VQConfig]:
     if unknown:
         raise CheckpointError(f"{folder}/config.json has {cls.__name__} fields vapi does not know: "
                               f"{', '.join(unknown)}")
-    return kind, cls(**fields)
+    types = typing.get_type_hints(cls)
+    wrong = [f"{k}={v!r}" for k, v in fields.items()
+             if types.get(k) in (int, float) and (isinstance(v, bool) or not isinstance(v, (int, float)))]
+    if wrong:
+        raise CheckpointError(f"{folder}/config.json: {cls.__name__} fields must be numbers: {', '.join(wrong)}")
+    try:
+        return kind, cls(**fields)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{folder}/config.json: invalid {cls.__name__} ({e})") from None
 
 
 def _read_folder_json(folder: Path) -> dict:

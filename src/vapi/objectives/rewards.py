@@ -58,6 +58,15 @@ class RewardConfig:
         return any(getattr(self, n) > 0 for n in ("mse", "l1", "lpips", "discriminator", "codebook_cosine", "features"))
 
 
+def _state_dict_file(path) -> dict:
+    from vapi.models.state_dict_io import load_torch_file
+
+    obj = load_torch_file(path)
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path} holds a {type(obj).__name__}, not a state dict")
+    return obj
+
+
 def build_lpips(net: str = "vgg", weights: str = "", random_backbone: bool = False) -> nn.Module:
     """LPIPS with its linear heads (shipped in the package) and an offline-loaded backbone; frozen, eval mode."""
     import lpips
@@ -72,7 +81,7 @@ def build_lpips(net: str = "vgg", weights: str = "", random_backbone: bool = Fal
             raise FileNotFoundError(f"LPIPS-{net} needs torchvision's backbone: "
                                     + missing_message(f"lpips-{net}", path, "reward.lpips_weights"))
         model = lpips.LPIPS(net=net, pnet_rand=True, verbose=False)
-        _load_backbone(model.net, torch.load(path, map_location="cpu", weights_only=True))
+        _load_backbone(model.net, _state_dict_file(path))
     return model.eval().requires_grad_(False)
 
 
@@ -113,8 +122,11 @@ class PatchDiscriminator(nn.Module):
 
 
 def load_discriminator(path: str) -> PatchDiscriminator:
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    state = ckpt.get("discriminator", ckpt.get("model", ckpt)) if isinstance(ckpt, dict) else ckpt
+    ckpt = _state_dict_file(path)
+    state = ckpt.get("discriminator", ckpt.get("model", ckpt))
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise ValueError(f"{path} holds no discriminator state dict (looked for 'discriminator', 'model' or a "
+                         "bare state dict)")
     convs = sorted({int(k.split(".")[1]) for k in state if k.startswith("main.") and k.endswith(".weight")
                     and state[k].ndim == 4})
     if not convs:
