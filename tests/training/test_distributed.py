@@ -121,7 +121,7 @@ def test_torchrun_cli_fsdp_then_resume_on_one_process(tmp_path):
     assert [r["step"] for r in rows] == [1, 2]
     assert sorted(p.name for p in (run / "images").iterdir()) == ["step-000001.png", "step-000002.png"]
     last = run / "checkpoints" / "step-000002"
-    assert {p.name for p in last.iterdir()} == {"model", "dcp", "rng", "trainer_state.pt"}
+    assert {p.name for p in last.iterdir()} == {"model", "dcp", "rng", "config.yaml", "trainer_state.pt"}
     assert main(["train", *args, "train.max_steps=3", "--resume"]) == 0  # 1 process, parallel=auto → none
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3]

@@ -312,7 +312,7 @@ def load_checkpoint(path: Path, policy: torch.nn.Module, optimizer: torch.optim.
 
 # ------------------------------------------------------------------------------------------ the component
 # On resume these must equal the checkpoint's (another model, other data, other batches or seeds is another run);
-# everything else that changed is applied and listed. The global batch is checked as per_device × world size.
+# everything else that changed is applied and listed.
 FIXED_SECTIONS = ("model.", "data.", "text_encoder.")
 FIXED_KEYS = ("objective.name", "objective.num_generations", "train.seed", "train.steps_per_generation",
               "train.num_iterations")
@@ -346,11 +346,15 @@ def compare_configs(saved: dict, new: dict, saved_world: int, new_world: int) ->
             continue
         item = f"{key} {a[key]!r} → {b[key]!r}"
         (refused if key.startswith(FIXED_SECTIONS) or key in FIXED_KEYS else applied).append(item)
+    # A new world size is hardware, not a new run (the data position is re-mapped); a new per-device batch is
+    # accepted only where it keeps the global batch (e.g. 2 ranks × 4 resumed as 1 × 8).
     key = "train.per_device_batch_size"
     if key in a and key in b:
         old, now = a[key] * saved_world, b[key] * new_world
-        if old != now:
-            refused.append(f"global batch (per_device_batch_size × ranks) {old} → {now}")
+        if a[key] != b[key] and old != now:
+            refused.append(f"{key} {a[key]!r} → {b[key]!r} (global batch {old} → {now})")
+        elif old != now:
+            applied.append(f"world size {saved_world} → {new_world} (global batch {old} → {now})")
         elif a[key] != b[key]:
             applied.append(f"{key} {a[key]!r} → {b[key]!r} (same global batch on {new_world} rank(s))")
     return refused, applied
