@@ -47,6 +47,7 @@ def test_a_nonfinite_reward_skips_the_step(tmp_path, monkeypatch, value):
     rows = [json.loads(r) for r in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["step"] == 3 and rows[-1]["skipped_steps"] == 1
     assert all(torch.isfinite(v).all() for v in t.policy.state_dict().values())
+    assert trainer(run_config(tmp_path, max_steps=4, save_steps=0), resume=True).guard.skipped_steps == 1
 
 
 def test_too_many_nonfinite_steps_in_a_row_stop_the_run(tmp_path, monkeypatch):

@@ -7,27 +7,25 @@
                         keyed by parameter name, so a resume re-shards to any world size (2 ranks → 1, 8 → 16);
   rng/rank-NNNNN.pt     each rank's TrainState (step, sampling generator, torch/python/CUDA RNG);
   config.yaml           the run config that wrote it, compared with the new one on resume;
-  trainer_state.pt      rank 0: scheduler, data position, step, world size.
+  trainer_state.pt      rank 0: scheduler, data position, step, world size, skipped (non-finite) steps.
 Every rank must call `save_checkpoint` and `load_checkpoint` (collectives); under torchrun the run folder must be on
 a filesystem all ranks share.
 
-Commit protocol (crash-safe at any instant, as DCP's own writer): the folder is assembled as `.step-N.tmp`, every
+Commit protocol (crash-safe at any instant): the folder is assembled as `.step-N.tmp`, every
 file and folder is fsynced, an existing `step-N` is renamed aside to `.step-N.old`, the tmp is renamed in (the
 commit), then the aside copy is deleted. Rotation renames an old committed folder to `.step-N.del` before deleting
 it, never touches the newest, and never touches anything uncommitted. `cleanup_leftovers` runs at start: `.tmp`
 and `.del` folders are removed, an `.old` folder whose replacement never got renamed in is restored.
 
-Nothing read on resume is unpickled beyond plain data: `.pt` files load with `torch.load(weights_only=True)`, DCP's
-`.metadata` (a pickle) goes through `SafeMetadataReader`, which allows only the classes DCP's metadata is made of,
-and the tensors in DCP's data files are read by DCP with `weights_only=True`. Anything else is refused with one line
-naming the file.
+Nothing read on resume is unpickled beyond plain data (`training.safe_load`): `.pt` files load with
+`torch.load(weights_only=True)`, DCP's `.metadata` pickle through an unpickler that allows only DCP's metadata
+classes, and DCP reads its tensor files with `weights_only=True`. Anything else is refused with one line naming the
+file.
 """
 from __future__ import annotations
 
-import io
 import json
 import os
-import pickle
 import shutil
 import warnings
 from pathlib import Path
@@ -46,14 +44,12 @@ from vapi.models.checkpoint import save_pretrained
 from vapi.models.lora import merged_state_dict
 from vapi.models.state_dict_io import read_model_config
 from vapi.training.distributed import barrier
+from vapi.training.safe_load import (SafeMetadataReader, UnsafeCheckpointError,  # noqa: F401 (re-exported)
+                                     safe_load_metadata, safe_torch_load)
 
 PREFIX = "step-"
 # Test hook: called with the name of each phase of a save (fault injection kills the process there).
 fault_hook: Callable[[str], None] | None = None
-
-
-class UnsafeCheckpointError(ValueError):
-    """A checkpoint file that is not plain data (crafted or corrupt): refused before anything in it runs."""
 
 
 def _phase(name: str) -> None:
@@ -89,71 +85,6 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 
 def _rng_file(path: Path, rank: int) -> Path:
     return path / "rng" / f"rank-{rank:05d}.pt"
-
-
-# ------------------------------------------------------------------------------------------ safe reading
-# Exactly the globals a DCP `.metadata` pickle references (torch 2.x): its dataclasses, tensor sizes, dtypes and
-# layouts, and the path of the checkpoint.
-_DCP_META = "torch.distributed.checkpoint.metadata"
-_ALLOWED = {
-    (_DCP_META, n) for n in ("Metadata", "TensorStorageMetadata", "TensorProperties", "_MEM_FORMAT_ENCODING",
-                             "ChunkStorageMetadata", "BytesStorageMetadata", "MetadataIndex", "StorageMeta")
-} | {("torch.distributed.checkpoint.filesystem", "_StorageInfo"), ("torch", "Size"),
-     ("torch.serialization", "_get_layout"), ("collections", "OrderedDict"),
-     ("pathlib", "PosixPath"), ("pathlib", "PurePosixPath"), ("pathlib", "WindowsPath"),
-     ("pathlib", "PureWindowsPath")}
-
-
-class _MetadataUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str):
-        if (module, name) in _ALLOWED:
-            return super().find_class(module, name)
-        if module == "torch":  # dtypes and layouts are pickled by name: torch.float32, torch.strided
-            value = getattr(torch, name, None)
-            if isinstance(value, (torch.dtype, torch.layout, torch.memory_format)):
-                return value
-        raise pickle.UnpicklingError(f"global {module}.{name} is not part of DCP metadata")
-
-
-def safe_load_metadata(path: Path):
-    """Unpickle a DCP `.metadata` file allowing only DCP's metadata classes; UnsafeCheckpointError otherwise."""
-    from torch.distributed.checkpoint.metadata import Metadata
-
-    try:
-        with open(path, "rb") as f:
-            meta = _MetadataUnpickler(io.BytesIO(f.read())).load()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path} is missing: the checkpoint is incomplete; resume from another one") from None
-    except (pickle.UnpicklingError, EOFError, AttributeError, TypeError, ValueError, IndexError) as e:
-        raise UnsafeCheckpointError(f"{path}: refused, not plain DCP metadata ({e}); the checkpoint is corrupt or "
-                                    "crafted: resume from another one or delete it") from None
-    if not isinstance(meta, Metadata):
-        raise UnsafeCheckpointError(f"{path}: refused, holds a {type(meta).__name__}, not DCP metadata")
-    return meta
-
-
-class SafeMetadataReader(dcp.FileSystemReader):
-    """DCP's filesystem reader with a restricted unpickler for `.metadata` (DCP itself uses plain pickle.load)."""
-
-    def read_metadata(self, *args, **kwargs):
-        from torch.distributed.checkpoint.metadata import StorageMeta
-
-        rank = kwargs.get("rank")
-        metadata = safe_load_metadata(Path(self._get_metadata_path(rank)))
-        if getattr(metadata, "storage_meta", None) is None:
-            metadata.storage_meta = StorageMeta()
-        metadata.storage_meta.load_id = self.load_id
-        return metadata
-
-
-def safe_torch_load(path: Path):
-    """`torch.load(weights_only=True)` with a one-line error naming the file."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, AttributeError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UnsafeCheckpointError(f"{path}: refused, not plain tensors/containers ({first[:160]}); the checkpoint is "
-                                    "corrupt or crafted: resume from another one or delete it") from None
 
 
 # ------------------------------------------------------------------------------------------ commit and cleanup
@@ -376,9 +307,10 @@ class Checkpointer:
     """Owns a run's checkpoints: the folder rule, cleanup, resume (with the config comparison), cadence, commit and
     rotation. Statefuls: the policy with its optimizer (DCP), scheduler, data stream, and this rank's TrainState."""
 
-    def __init__(self, cfg, policy, optimizer, scheduler, stream, state, dist, log: Callable[[str], None] = print):
+    def __init__(self, cfg, policy, optimizer, scheduler, stream, state, dist, guard=None,
+                 log: Callable[[str], None] = print):
         self.cfg, self.policy, self.optimizer, self.scheduler = cfg, policy, optimizer, scheduler
-        self.stream, self.state, self.dist = stream, state, dist
+        self.stream, self.state, self.dist, self.guard = stream, state, dist, guard
         self.run_dir = Path(cfg.train.output_dir)
         self.log = log if dist.rank == 0 else (lambda _msg: None)
         self.last_saved_step: int | None = None  # the step whose checkpoint this run already holds
@@ -449,6 +381,8 @@ class Checkpointer:
         else:  # per-rank streams have no counterpart on another world size: new ones, from (seed, step, rank)
             self.state.step, self.state.optimizer_steps = trainer_state["step"], trainer_state["optimizer_steps"]
             self.state.reseed(self.cfg.train.seed * 1_000_003 + self.state.step * 1_009 + self.dist.rank)
+        if self.guard is not None:
+            self.guard.skipped_steps = int(trainer_state.get("skipped_steps", 0))
         if any(a.startswith(("optim.", "train.max_steps")) for a in applied):
             self._rebase_optimizer()
         if applied:
@@ -485,7 +419,8 @@ class Checkpointer:
                 f"is {latest_checkpoint(self.run_dir) or 'none'}")
         trainer_state = {"scheduler": self.scheduler.state_dict(), "data": self.stream.state_dict(),
                          "step": self.state.step, "optimizer_steps": self.state.optimizer_steps,
-                         "world_size": self.dist.world_size}
+                         "world_size": self.dist.world_size,
+                         "skipped_steps": self.guard.skipped_steps if self.guard is not None else 0}
         path = save_checkpoint(self.run_dir, self.state.step, self.policy, self.optimizer, trainer_state,
                                self.state.state_dict(), rank=self.dist.rank, keep=self.cfg.train.save_total_limit,
                                config=yaml.safe_load(yaml.safe_dump(to_dict(self.cfg), sort_keys=False)))

@@ -97,10 +97,10 @@ class Trainer:
         self.stream = BatchStream(dataset, t.per_device_batch_size, t.seed, self.rank, self.dist.world_size,
                                   num_workers=t.num_workers)
         check_geometry(dataset, policy, tokenizer)
-        self.checkpointer = Checkpointer(cfg, self.policy, self.optimizer, self.scheduler, self.stream, self.state,
-                                         self.dist)
-        self.checkpointer.start(resume)  # folder rule, leftovers of a killed save, resume + config comparison
         self.guard = NonFiniteGuard(t.max_nonfinite_steps)
+        self.checkpointer = Checkpointer(cfg, self.policy, self.optimizer, self.scheduler, self.stream, self.state,
+                                         self.dist, self.guard)
+        self.checkpointer.start(resume)  # folder rule, leftovers of a killed save, resume + config comparison
         if self.rank == 0:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.run_dir / "config.yaml")
