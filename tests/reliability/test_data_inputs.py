@@ -8,6 +8,7 @@ import tarfile
 import pytest
 from PIL import Image
 
+from vapi.cli import main
 from vapi.data.captions import CaptionFolderDataset, CaptionTarDataset
 from vapi.data.images import ImageFolderDataset
 
@@ -68,3 +69,15 @@ def test_images_smaller_than_the_target_are_counted(tmp_path):
         (cls / f"{i}.png").write_bytes(png(8 if i else 32))
     with pytest.warns(UserWarning, match="2 of 3 images are smaller than 16 px"):
         ImageFolderDataset(tmp_path / "root", 16)
+
+
+def test_a_dataset_whose_every_image_is_truncated_is_one_error_line(cli_run, capsys):
+    tmp_path, args = cli_run
+    bad = tmp_path / "truncated" / "a"
+    bad.mkdir(parents=True)
+    for i in range(6):
+        (bad / f"{i}.png").write_bytes(png(16)[:60])  # the header parses, the pixels do not
+    assert main(["train", *args, f"data.path={bad.parent}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "none of its 6 images could be decoded" in err[-1] and err[-1].startswith("vapi train: error:")
+    assert not (tmp_path / "run" / "checkpoints").exists()

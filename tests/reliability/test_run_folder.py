@@ -126,3 +126,23 @@ def test_resume_of_a_finished_run_does_not_rewrite_its_checkpoint(tmp_path):
     mtime = last.stat().st_mtime_ns
     trainer(cfg, resume=True).train()
     assert last.stat().st_mtime_ns == mtime and snapshot(last) == before
+
+
+def test_tensorboard_is_cut_back_to_the_resumed_step(tmp_path, monkeypatch):
+    event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    cfg = run_config(tmp_path, max_steps=4, save_steps=2, tensorboard=True)
+
+    def crash(phase):  # dies while saving step 4, after TensorBoard got steps 1-4
+        crash.saves += phase == "tmp-partial"
+        if crash.saves == 2:
+            raise KeyboardInterrupt
+
+    crash.saves = 0
+    monkeypatch.setattr(ckpt, "fault_hook", crash)
+    with pytest.raises(KeyboardInterrupt):
+        trainer(cfg).train()
+    monkeypatch.setattr(ckpt, "fault_hook", None)
+    trainer(cfg, resume=True).train()  # resumes at step 2, logs steps 3 and 4 again
+    acc = event_accumulator.EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("reward")] == [1, 2, 3, 4]

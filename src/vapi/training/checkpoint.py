@@ -390,6 +390,10 @@ class Checkpointer:
                      f"{self.state.step})")
         if path.resolve().parent == checkpoint_dir(self.run_dir).resolve():
             self.last_saved_step = step_of(path)
+            newer = [p.name for p in list_checkpoints(self.run_dir) if step_of(p) > step_of(path)]
+            if newer:
+                self.log(f"note: resuming from {path.name} while newer checkpoints exist ({', '.join(newer)}): each "
+                         "is replaced when this run reaches its step")
         self.resumed_from = path
 
     def _rebase_optimizer(self) -> None:
