@@ -72,3 +72,12 @@ def test_random_bytes_npz(tmp_path, capsys):
     junk.write_bytes(np.random.default_rng(0).bytes(4096))
     assert main(["eval", str(junk), "--ref", str(junk), "--features", str(junk.parent), "--device", "cpu"]) == 2
     one_line(capsys, "samples.npz")
+
+
+def test_filesystem_errors_are_one_line_with_path_and_fix():
+    from vapi.errors import one_line
+
+    msg = one_line(PermissionError(13, "Permission denied", "/runs/x"))
+    assert msg == "/runs/x: Permission denied; check its permissions or choose another path"
+    assert "\n" not in one_line(OSError(28, "No space left on device", "/runs/x/ckpt"))
+    assert one_line(KeyError("bug")) is None  # not a user error: keeps its traceback
