@@ -59,7 +59,7 @@ def check_consistent(cfg) -> int:
     policy = tiny_policy(seed=7)
     state, _ = ckpt.load_checkpoint(latest, policy, build_optimizer(policy, cfg.optim))
     # A half-deleted step folder may only exist as a dot-folder (.del/.old/.tmp) that the next start cleans.
-    assert all((p / "trainer_state.pt").is_file() for p in steps), sorted(p.name for p in root.iterdir())
+    assert all(ckpt.is_complete(p) for p in steps), sorted(p.name for p in root.iterdir())
     return state["step"]
 
 
@@ -96,3 +96,18 @@ def test_sigkill_at_every_save_and_rotation_phase(tmp_path):
         assert torch.equal(final[name], value), name
     print(f"\n{kills} SIGKILLs during save/rotation; final weights equal the uninterrupted run's")
     assert kills == 10
+
+
+def test_a_half_deleted_checkpoint_is_ignored_with_a_note(tmp_path, capsys):
+    """What an older vapi's rmtree-in-place rotation could leave: trainer_state.pt present, dcp/ gone."""
+    import shutil
+
+    cfg = run_config(tmp_path, max_steps=3, save_total_limit=3)
+    trainer(cfg).train()
+    newest = ckpt.latest_checkpoint(cfg.train.output_dir)
+    shutil.rmtree(newest / "dcp")
+    capsys.readouterr()
+    resumed = trainer(run_config(tmp_path, max_steps=3, save_total_limit=3), resume=True)
+    assert resumed.state.step == 2
+    assert f"ignored {newest.name}: incomplete" in capsys.readouterr().out
+    assert (newest / "trainer_state.pt").is_file()  # left as it is, not deleted

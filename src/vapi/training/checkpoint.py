@@ -69,13 +69,17 @@ def _is_step_name(name: str) -> bool:
     return name.startswith(PREFIX) and name[len(PREFIX):].isdigit()
 
 
+def is_complete(path: Path) -> bool:
+    """Every part a resume reads is there (a folder half-deleted by an older vapi may keep some of them)."""
+    return all((path / part).is_file() for part in ("trainer_state.pt", "dcp/.metadata", "model/config.json"))
+
+
 def list_checkpoints(run_dir: Path) -> list[Path]:
-    """Committed checkpoints, oldest first. A `step-N` folder without trainer_state.pt is not one."""
+    """Committed checkpoints, oldest first; a `step-N` folder missing a part is not one."""
     root = checkpoint_dir(run_dir)
     if not root.is_dir():
         return []
-    done = [p for p in root.iterdir() if _is_step_name(p.name) and (p / "trainer_state.pt").is_file()]
-    return sorted(done, key=step_of)
+    return sorted((p for p in root.iterdir() if _is_step_name(p.name) and is_complete(p)), key=step_of)
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
@@ -122,7 +126,7 @@ def cleanup_leftovers(run_dir: Path) -> list[str]:
         name = p.name
         if name.startswith(f".{PREFIX}") and name.endswith(".old"):
             final = root / name[1:-len(".old")]
-            if (final / "trainer_state.pt").is_file():
+            if is_complete(final):
                 shutil.rmtree(p)
                 notes.append(f"removed {name} (replaced by a committed {final.name})")
             else:
@@ -133,8 +137,8 @@ def cleanup_leftovers(run_dir: Path) -> list[str]:
         elif name.startswith(f".{PREFIX}") and (name.endswith(".tmp") or name.endswith(".del")):
             shutil.rmtree(p)
             notes.append(f"removed {name} (an interrupted {'save' if name.endswith('.tmp') else 'rotation'})")
-        elif _is_step_name(name) and not (p / "trainer_state.pt").is_file():
-            notes.append(f"ignored {name}: incomplete (no trainer_state.pt), left as it is")
+        elif _is_step_name(name) and not is_complete(p):
+            notes.append(f"ignored {name}: incomplete (a part is missing), left as it is")
     if notes:
         _fsync_dir(root)
     return notes
