@@ -146,3 +146,17 @@ def test_tensorboard_is_cut_back_to_the_resumed_step(tmp_path, monkeypatch):
     acc = event_accumulator.EventAccumulator(str(tmp_path / "run" / "tensorboard"))
     acc.Reload()
     assert [e.step for e in acc.Scalars("reward")] == [1, 2, 3, 4]
+
+
+def test_config_comparison_rules():
+    from vapi.training.checkpoint import compare_configs
+
+    saved = {"model": {"gpt": "/w/gpt"}, "text_encoder": {"cache_dir": "a"}, "train": {"per_device_batch_size": 2,
+                                                                                      "logging_steps": 1}}
+    new = {"model": {"gpt": "/w/../w/gpt"}, "text_encoder": {"cache_dir": "b"},
+           "train": {"per_device_batch_size": 4, "logging_steps": 5}}
+    refused, applied = compare_configs(saved, new, saved_world=2, new_world=1)
+    assert refused == []  # same file, a cache folder, the same global batch on fewer ranks
+    assert any("logging_steps" in a for a in applied) and any("same global batch" in a for a in applied)
+    refused, _ = compare_configs(saved, {**new, "model": {"gpt": "/w/other"}}, saved_world=2, new_world=1)
+    assert refused and "model.gpt" in refused[0]

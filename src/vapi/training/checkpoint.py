@@ -252,6 +252,8 @@ FIXED_SECTIONS = ("model.", "data.", "text_encoder.")
 FIXED_KEYS = ("objective.name", "objective.num_generations", "train.seed", "train.steps_per_generation",
               "train.num_iterations")
 NOT_COMPARED = ("train.output_dir", "train.overwrite", "train.per_device_batch_size")
+MAY_CHANGE = ("text_encoder.cache_dir", "text_encoder.batch_size", "data.validate")  # no effect on the numbers
+PATH_KEYS = ("model.gpt", "model.vq", "data.path", "data.captions_file", "text_encoder.path")
 
 
 class RunFolderError(ValueError):
@@ -259,7 +261,7 @@ class RunFolderError(ValueError):
 
 
 class NonFiniteWeightsError(ValueError):
-    pass
+    """The policy holds NaN/inf: it is not saved (a checkpoint must never hold non-finite weights)."""
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -277,10 +279,11 @@ def compare_configs(saved: dict, new: dict, saved_world: int, new_world: int) ->
     a, b = _flatten(saved), _flatten(new)
     refused, applied = [], []
     for key in sorted(set(a) & set(b)):
-        if key in NOT_COMPARED or a[key] == b[key]:
+        if key in NOT_COMPARED or a[key] == b[key] or (key in PATH_KEYS and _same_path(a[key], b[key])):
             continue
         item = f"{key} {a[key]!r} → {b[key]!r}"
-        (refused if key.startswith(FIXED_SECTIONS) or key in FIXED_KEYS else applied).append(item)
+        fixed = (key.startswith(FIXED_SECTIONS) or key in FIXED_KEYS) and key not in MAY_CHANGE
+        (refused if fixed else applied).append(item)
     # A new world size is hardware, not a new run (the data position is re-mapped); a new per-device batch is
     # accepted only where it keeps the global batch (e.g. 2 ranks × 4 resumed as 1 × 8).
     key = "train.per_device_batch_size"
@@ -293,6 +296,11 @@ def compare_configs(saved: dict, new: dict, saved_world: int, new_world: int) ->
         elif a[key] != b[key]:
             applied.append(f"{key} {a[key]!r} → {b[key]!r} (same global batch on {new_world} rank(s))")
     return refused, applied
+
+
+def _same_path(a, b) -> bool:
+    norm = lambda p: os.path.realpath(os.path.expanduser(p))  # noqa: E731
+    return isinstance(a, str) and isinstance(b, str) and bool(a) and bool(b) and norm(a) == norm(b)
 
 
 def _weights_finite(policy: torch.nn.Module) -> bool:
