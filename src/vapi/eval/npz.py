@@ -297,8 +297,12 @@ def load_reference(
     want_spatial = bool(getattr(extractor, "spatial", False))
     cached = {}
     if cache is not None and cache.is_file():
-        with np.load(cache) as z:
-            cached = {k: z[k] for k in z.files}
+        try:
+            with _np_load(cache) as z:
+                cached = {k: z[k] for k in z.files}
+        except (ValueError, KeyError, OSError) as e:  # a damaged cache entry is recomputed, not fatal
+            print(f"warning: ignoring the damaged statistics cache {cache} ({e})", file=sys.stderr)
+            cached = {}
     if cached and (not want_spatial or "mu_s" in cached):  # a cache without sFID stats is redone when asked for
         feats, mu, sigma = cached["features"], cached["mu"], cached["sigma"]
         mu_s, sigma_s = cached.get("mu_s"), cached.get("sigma_s")
