@@ -81,3 +81,4 @@ def test_filesystem_errors_are_one_line_with_path_and_fix():
     assert msg == "/runs/x: Permission denied; check its permissions or choose another path"
     assert "\n" not in one_line(OSError(28, "No space left on device", "/runs/x/ckpt"))
     assert one_line(KeyError("bug")) is None  # not a user error: keeps its traceback
+

@@ -363,8 +363,8 @@ class Checkpointer:
     def _refuse_or_clear(self, existing: list[Path]) -> None:
         if not self.cfg.train.overwrite:
             raise RunFolderError(
-                f"{self.run_dir} already holds a run (checkpoint {existing[-1].name}): add --resume to continue it, or "
-                "set train.overwrite=true to replace it, or choose a new train.output_dir")
+                f"train.output_dir {self.run_dir} already holds a run (newest checkpoint {existing[-1].name}): add "
+                "--resume to continue it, set train.overwrite=true to replace it, or choose a new train.output_dir")
         barrier()
         if self.dist.rank == 0:
             for name in ("checkpoints", "tensorboard", "images", "metrics.jsonl"):
@@ -400,6 +400,9 @@ class Checkpointer:
         if applied:
             self.log(f"note: resuming {path} with changed {'; '.join(applied)} (applied from step "
                      f"{self.state.step})")
+        if self.state.step >= self.cfg.train.max_steps:
+            self.log(f"note: {path.name} is at step {self.state.step}, train.max_steps={self.cfg.train.max_steps}: "
+                     "nothing left to train (raise train.max_steps to continue)")
         if path.resolve().parent == checkpoint_dir(self.run_dir).resolve():
             self.last_saved_step = step_of(path)
             newer = [p.name for p in list_checkpoints(self.run_dir) if step_of(p) > step_of(path)]
