@@ -25,7 +25,7 @@ def one_line(e: BaseException) -> str | None:
             return _flat(str(e))  # vapi's own OSError messages name the file already
         hint = next(h for cls, h in HINTS.items() if isinstance(e, cls))
         where = f"{e.filename}" + (f" → {e.filename2}" if e.filename2 else "")
-        return _flat(f"{where}: {e.strerror or e}; {hint}" if e.filename else f"{e}; {hint}")
+        return _flat(f"{where}: {e.strerror or e}; {hint}")
     if isinstance(e, zipfile.BadZipFile):
         return _flat(f"not a valid zip/npz file ({e}); the file is corrupt or of another format")
     if isinstance(e, pickle.UnpicklingError):
