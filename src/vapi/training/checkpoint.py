@@ -358,6 +358,9 @@ class Checkpointer:
             self._load(path)
         if self.dist.rank == 0:
             truncate_metrics(self.run_dir / "metrics.jsonl", self.state.step)
+            for grid in (self.run_dir / "images").glob(f"{PREFIX}*.png"):  # grids of the killed attempt's later steps
+                if grid.stem[len(PREFIX):].isdigit() and int(grid.stem[len(PREFIX):]) > self.state.step:
+                    grid.unlink()
         barrier()
 
     def _refuse_or_clear(self, existing: list[Path]) -> None:
