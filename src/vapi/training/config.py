@@ -23,7 +23,9 @@ MODES = ("train", "eval")
 POLICY_MODES = ("train", "eval", "twice")
 UPDATE_LAYOUTS = ("auto", "shared", "per_sample")
 PRECISIONS = ("auto", "fp32", "bf16")
-ZERO_MEANS = {"save_steps": "only at the end", "image_steps": "off", "save_total_limit": "keep all"}
+ZERO_MEANS = {"save_steps": "only at the end", "image_steps": "off", "save_total_limit": "keep all",
+              "sample_steps": "off", "sample_top_k": "off", "gen_metrics_steps": "off",
+              "num_workers": "decode in the training process"}
 
 
 @dataclass
@@ -143,12 +145,16 @@ class TrainConfig:
         if self.parallel not in PARALLEL:
             raise ValueError(f"train.parallel must be one of {PARALLEL}, got {self.parallel!r}")
         for name in ("max_steps", "per_device_batch_size", "micro_batch_size", "steps_per_generation",
-                     "num_iterations", "logging_steps", "image_rows", "max_nonfinite_steps"):
+                     "num_iterations", "logging_steps", "image_rows", "max_nonfinite_steps", "sample_num",
+                     "gen_metrics_samples"):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("save_steps", "image_steps", "save_total_limit"):
+        for name in ("save_steps", "image_steps", "save_total_limit", "sample_steps", "sample_top_k",
+                     "gen_metrics_steps", "num_workers"):
             if getattr(self, name) < 0:
                 raise ValueError(f"train.{name} must be >= 0 (0 = {ZERO_MEANS[name]}), got {getattr(self, name)}")
+        if not self.sample_cfg_scale >= 0:
+            raise ValueError(f"train.sample_cfg_scale must be >= 0 (1 = unguided), got {self.sample_cfg_scale}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"train.precision must be one of {PRECISIONS}, got {self.precision!r}")
         if not self.output_dir:
