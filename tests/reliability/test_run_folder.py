@@ -162,3 +162,12 @@ def test_config_comparison_rules():
     assert any("logging_steps" in a for a in applied) and any("same global batch" in a for a in applied)
     refused, _ = compare_configs(saved, {**new, "model": {"gpt": "/w/other"}}, saved_world=2, new_world=1)
     assert refused and "model.gpt" in refused[0]
+
+
+def test_resume_follows_the_latest_pointer_not_an_abandoned_higher_step(tmp_path, capsys):
+    trainer(run_config(tmp_path, max_steps=4, save_total_limit=4)).train()
+    older = tmp_path / "run" / "checkpoints" / "step-000002"
+    trainer(run_config(tmp_path, max_steps=3, save_total_limit=4), resume=str(older)).train()
+    assert "while newer checkpoints exist (step-000003, step-000004)" in capsys.readouterr().out
+    # step-000004 belongs to the abandoned continuation; `latest` names this run's newest, step-000003
+    assert trainer(run_config(tmp_path, max_steps=5, save_total_limit=4), resume=True).state.step == 3

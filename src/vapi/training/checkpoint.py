@@ -343,7 +343,9 @@ class Checkpointer:
             if existing:
                 self._refuse_or_clear(existing)
         elif resume is True or resume in ("auto", "must"):
-            path = existing[-1] if existing else None
+            from vapi.training.resolve import latest_step_dir  # (resolve imports this module)
+
+            path = latest_step_dir(self.run_dir)  # the `latest` pointer, else the highest complete step
             if path is None and resume == "must":
                 raise RunFolderError(f"--resume=must: no checkpoint in {self.run_dir} to resume from")
             if path is None:

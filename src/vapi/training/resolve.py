@@ -14,7 +14,7 @@ import os
 import uuid
 from pathlib import Path
 
-from vapi.training.checkpoint import checkpoint_dir, list_checkpoints
+from vapi.training.checkpoint import checkpoint_dir, is_complete, list_checkpoints
 
 LATEST = "latest"
 
@@ -35,7 +35,7 @@ def latest_step_dir(run_dir: str | os.PathLike) -> Path | None:
     pointer = root / LATEST
     if pointer.is_file():
         target = root / pointer.read_text().strip()
-        if target.name and (target / "trainer_state.pt").is_file():
+        if target.name and is_complete(target):
             return target
     found = list_checkpoints(Path(run_dir))
     return found[-1] if found else None
