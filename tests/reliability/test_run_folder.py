@@ -110,11 +110,14 @@ def test_metrics_are_truncated_to_the_resumed_step(tmp_path, monkeypatch):
     metrics = tmp_path / "run" / "metrics.jsonl"
     assert [json.loads(r)["step"] for r in metrics.read_text().splitlines()] == [1, 2, 3, 4]
     (tmp_path / "run" / "images" / "step-000003.png").write_bytes(b"a grid of the killed attempt")
+    (tmp_path / "run" / "samples").mkdir(exist_ok=True)
+    (tmp_path / "run" / "samples" / "step-000004.png").write_bytes(b"a grid of the killed attempt")
     monkeypatch.setattr(ckpt, "fault_hook", None)
     t = trainer(cfg, resume=True)
     assert t.state.step == 2
     assert [json.loads(r)["step"] for r in metrics.read_text().splitlines()] == [1, 2]
     assert not (tmp_path / "run" / "images" / "step-000003.png").exists()
+    assert not (tmp_path / "run" / "samples" / "step-000004.png").exists()
     t.train()
     assert [json.loads(r)["step"] for r in metrics.read_text().splitlines()] == [1, 2, 3, 4]
     assert torch.isfinite(torch.tensor([json.loads(r)["reward"] for r in metrics.read_text().splitlines()])).all()

@@ -251,6 +251,7 @@ def load_checkpoint(path: Path, policy: torch.nn.Module, optimizer: torch.optim.
 FIXED_SECTIONS = ("model.", "data.", "text_encoder.")
 FIXED_KEYS = ("objective.name", "objective.num_generations", "train.seed", "train.steps_per_generation",
               "train.num_iterations")
+GRID_FOLDERS = ("images", "samples")  # teacher-forced and free-running grids, `step-XXXXXX.png`
 NOT_COMPARED = ("train.output_dir", "train.overwrite", "train.per_device_batch_size")
 MAY_CHANGE = ("text_encoder.cache_dir", "text_encoder.batch_size", "data.validate")  # no effect on the numbers
 PATH_KEYS = ("model.gpt", "model.vq", "data.path", "data.captions_file", "text_encoder.path")
@@ -360,9 +361,10 @@ class Checkpointer:
             self._load(path)
         if self.dist.rank == 0:
             truncate_metrics(self.run_dir / "metrics.jsonl", self.state.step)
-            for grid in (self.run_dir / "images").glob(f"{PREFIX}*.png"):  # grids of the killed attempt's later steps
-                if grid.stem[len(PREFIX):].isdigit() and int(grid.stem[len(PREFIX):]) > self.state.step:
-                    grid.unlink()
+            for folder in GRID_FOLDERS:  # grids of the killed attempt's later steps
+                for grid in (self.run_dir / folder).glob(f"{PREFIX}*.png"):
+                    if grid.stem[len(PREFIX):].isdigit() and int(grid.stem[len(PREFIX):]) > self.state.step:
+                        grid.unlink()
         barrier()
 
     def _refuse_or_clear(self, existing: list[Path]) -> None:
@@ -372,11 +374,11 @@ class Checkpointer:
                 "--resume to continue it, set train.overwrite=true to replace it, or choose a new train.output_dir")
         barrier()
         if self.dist.rank == 0:
-            for name in ("checkpoints", "tensorboard", "images", "metrics.jsonl"):
+            for name in ("checkpoints", "tensorboard", *GRID_FOLDERS, "metrics.jsonl", "run_summary.json"):
                 p = self.run_dir / name
                 shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-            self.log(f"note: train.overwrite=true: removed the previous run's checkpoints, metrics, TensorBoard "
-                     f"and images in {self.run_dir}")
+            self.log(f"note: train.overwrite=true: removed the previous run's checkpoints, metrics, TensorBoard, "
+                     f"grids and run summary in {self.run_dir}")
         barrier()
 
     def _load(self, path: Path) -> None:

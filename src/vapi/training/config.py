@@ -129,7 +129,7 @@ class TrainConfig:
     save_steps: int = helpf(50, "checkpoint every N steps (and at the end); 0 = only at the end")
     save_total_limit: int = helpf(2, "keep the last N checkpoints (the newest is never deleted); 0 = keep all")
     overwrite: bool = helpf(False, "start a new run in an output_dir that holds one, deleting its checkpoints, "
-                                   "metrics, TensorBoard and images (without it, that is refused)")
+                                   "metrics, TensorBoard and grids (without it, that is refused)")
     max_nonfinite_steps: int = helpf(5, "stop after this many steps in a row skipped for a non-finite loss, "
                                         "reward or gradient norm")
     report_to: list[str] = helpf(["tensorboard"], "logging backends besides metrics.jsonl: tensorboard, wandb, "
