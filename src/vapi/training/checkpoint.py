@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 import shutil
 import warnings
 from pathlib import Path
@@ -186,8 +187,6 @@ def save_checkpoint(run_dir: Path, step: int, policy: torch.nn.Module, optimizer
         os.replace(tmp, final)  # the commit
         _fsync_dir(root)
         _phase("committed")
-        from vapi.training.resolve import write_latest  # (resolve imports this module)
-
         write_latest(run_dir, final)
         if aside.exists():
             shutil.rmtree(aside)
@@ -344,8 +343,6 @@ class Checkpointer:
             if existing:
                 self._refuse_or_clear(existing)
         elif resume is True or resume in ("auto", "must"):
-            from vapi.training.resolve import latest_step_dir  # (resolve imports this module)
-
             path = latest_step_dir(self.run_dir)  # the `latest` pointer, else the highest complete step
             if path is None and resume == "must":
                 raise RunFolderError(f"--resume=must: no checkpoint in {self.run_dir} to resume from")
@@ -473,3 +470,29 @@ def truncate_metrics(path: Path, step: int) -> None:
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text("".join(f"{line}\n" for line in keep))
         os.replace(tmp, path)
+
+
+# --- the `latest` pointer ------------------------------------------------------------------------------------
+LATEST = "latest"
+
+
+def write_latest(run_dir: str | os.PathLike, step_dir: str | os.PathLike) -> Path:
+    """Point `<run>/checkpoints/latest` at `step_dir` (tmp file + rename: readers never see half a name)."""
+    root = checkpoint_dir(Path(run_dir))
+    pointer = root / LATEST
+    tmp = root / f".{LATEST}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.write_text(Path(step_dir).name + "\n")
+    os.replace(tmp, pointer)
+    return pointer
+
+
+def latest_step_dir(run_dir: str | os.PathLike) -> Path | None:
+    """The step folder `latest` names when it is complete, else the newest complete one, else None."""
+    root = checkpoint_dir(Path(run_dir))
+    pointer = root / LATEST
+    if pointer.is_file():
+        target = root / pointer.read_text().strip()
+        if target.name and is_complete(target):
+            return target
+    found = list_checkpoints(Path(run_dir))
+    return found[-1] if found else None

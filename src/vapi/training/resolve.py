@@ -11,35 +11,9 @@ loaders report their own errors. Without a `latest` pointer (older runs) the new
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
 
-from vapi.training.checkpoint import checkpoint_dir, is_complete, list_checkpoints
-
-LATEST = "latest"
-
-
-def write_latest(run_dir: str | os.PathLike, step_dir: str | os.PathLike) -> Path:
-    """Point `<run>/checkpoints/latest` at `step_dir` (tmp file + rename: readers never see half a name)."""
-    root = checkpoint_dir(Path(run_dir))
-    pointer = root / LATEST
-    tmp = root / f".{LATEST}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.write_text(Path(step_dir).name + "\n")
-    os.replace(tmp, pointer)
-    return pointer
-
-
-def latest_step_dir(run_dir: str | os.PathLike) -> Path | None:
-    """The step folder `latest` names when it is complete, else the newest complete one, else None."""
-    root = checkpoint_dir(Path(run_dir))
-    pointer = root / LATEST
-    if pointer.is_file():
-        target = root / pointer.read_text().strip()
-        if target.name and is_complete(target):
-            return target
-    found = list_checkpoints(Path(run_dir))
-    return found[-1] if found else None
-
+from vapi.training.checkpoint import LATEST, checkpoint_dir, latest_step_dir, write_latest  # noqa: F401
 
 def _is_model_dir(path: Path) -> bool:
     return (path / "config.json").is_file()
