@@ -103,7 +103,11 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--precision", default="fp32", help="fp32 | bf16 (autocast)")
+    ap.add_argument("--threads", type=int, default=0, help="CPU threads (0 = torch's default); 1 is steadier on a "
+                                                            "busy machine")
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     for name, value in PRESETS[args.preset].items():
         if getattr(args, name) is None:
             setattr(args, name, value)
@@ -111,7 +115,8 @@ def main(argv=None):
     trainer, vq, policy = build(args, device)
     G, B, T = args.generations, args.images, args.grid ** 2
     print(f"GPT dim {args.dim} × {args.layers} layers, vocab {args.vocab}, T={T}; B={B} images × G={G}, "
-          f"micro-batch {args.micro_batch} sequences; {args.device} {args.precision}; best of {args.repeats}")
+          f"micro-batch {args.micro_batch} sequences; {args.device} {args.precision}, {torch.get_num_threads()} threads; "
+          f"best of {args.repeats}")
 
     images, labels = next(trainer.stream)
     images, labels = images.to(device), labels.to(device)
