@@ -15,8 +15,8 @@ def test_pixel_terms_by_hand():
     target[1] = 0.5
     reward = Reward(RewardConfig(mse=1.0, l1=2.0, lpips=0.0))
     terms = reward.terms(pred, target)
-    assert torch.allclose(terms["mse"], torch.tensor([0.0, 0.25]))
-    assert torch.allclose(terms["l1"], torch.tensor([0.0, 0.5]))
+    assert torch.allclose(terms["mse"], torch.tensor([0.0, -0.25]))  # terms are rewards: higher is better
+    assert torch.allclose(terms["l1"], torch.tensor([0.0, -0.5]))
     assert torch.allclose(reward.combine(terms), torch.tensor([0.0, -(0.25 + 2 * 0.5)]))
 
 
@@ -52,7 +52,7 @@ def test_discriminator_term_loads_llamagen_layout(tmp_path):
     assert torch.allclose(loaded(x), disc(x))
     reward = Reward(RewardConfig(mse=0.0, lpips=0.0, discriminator=0.5, discriminator_path=str(tmp_path / "vq_train.pt")))
     terms = reward.terms(x, x)
-    assert torch.allclose(terms["discriminator"], -disc(x).flatten(1).mean(1))
+    assert torch.allclose(terms["discriminator"], disc(x).flatten(1).mean(1))
     with pytest.raises(ValueError, match="discriminator_path"):
         RewardConfig(discriminator=1.0)
 
@@ -62,12 +62,12 @@ def test_chunked_scoring_with_codebook_cosine_equals_one_pass():
     tokens = torch.randint(0, 32, (5, 16))
     target = torch.rand(5, 3, 16, 16) * 2 - 1
     target_latent = vq.encode_latent(target)
-    one = Reward(RewardConfig(lpips=0.0, codebook_cosine=0.3, chunk_size=5))
-    chunked = Reward(RewardConfig(lpips=0.0, codebook_cosine=0.3, chunk_size=2))
-    r1, t1, _ = score_tokens(one, vq, tokens, target, target_latent)
-    r2, t2, images = score_tokens(chunked, vq, tokens, target, target_latent, keep_images=3)
+    one = Reward(RewardConfig(lpips=0.0, codebook_cosine=0.3, chunk_size=5), vq)
+    chunked = Reward(RewardConfig(lpips=0.0, codebook_cosine=0.3, chunk_size=2), vq)
+    r1, t1, _ = score_tokens(one, vq, tokens, target)
+    r2, t2, images = score_tokens(chunked, vq, tokens, target, keep_images=3)
     assert torch.allclose(r1, r2, atol=1e-6) and set(t1) == {"mse", "codebook_cosine"}
     assert images.shape == (3, 3, 16, 16)
     side_latent = vq.quantize.lookup(tokens, (4, 4))
-    expected = 1 - torch.nn.functional.cosine_similarity(side_latent.flatten(1), target_latent.flatten(1), dim=1)
+    expected = torch.nn.functional.cosine_similarity(side_latent.flatten(1), target_latent.flatten(1), dim=1)
     assert torch.allclose(t1["codebook_cosine"], expected, atol=1e-6)

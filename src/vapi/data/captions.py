@@ -21,6 +21,7 @@ through its prompt encoder, precomputing them once at construction.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import glob
 import io
 import json
@@ -288,4 +289,4 @@ class ConditionedDataset(Dataset):
 
     def __getitem__(self, index: int):
         image, caption = self.dataset[index]
-        return image, self.encoder([caption])
+        return image, dataclasses.replace(self.encoder([caption]), texts=(caption,))  # texts: for text rewards

@@ -28,10 +28,12 @@ class PromptCondition:
 
     inputs: [B, L, C] float caption features (LlamaGen T2I: FLAN-T5, zero at padding) or [B, L] long prompt ids (Janus).
     mask:   [B, L] long, 1 = real token, 0 = padding; padding sits on the left so every row ends at position L-1.
+    texts:  the B captions as strings, when known (text rewards such as a CLIP score read them); carried along.
     """
 
     inputs: torch.Tensor
     mask: torch.Tensor
+    texts: tuple[str, ...] | None = None
 
     def __post_init__(self):
         if self.inputs.shape[:2] != self.mask.shape:
@@ -47,14 +49,19 @@ class PromptCondition:
 
     def repeat_interleave(self, repeats: int) -> PromptCondition:
         """Row b becomes rows b*G .. b*G+G-1 (the image-major rollout layout)."""
+        texts = None if self.texts is None else tuple(t for t in self.texts for _ in range(repeats))
         return PromptCondition(self.inputs.repeat_interleave(repeats, dim=0),
-                               self.mask.repeat_interleave(repeats, dim=0))
+                               self.mask.repeat_interleave(repeats, dim=0), texts)
 
     def index(self, index: slice | torch.Tensor) -> PromptCondition:
-        return PromptCondition(self.inputs[index], self.mask[index])
+        texts = self.texts
+        if texts is not None:
+            texts = texts[index] if isinstance(index, slice) else \
+                tuple(texts[i] for i in torch.arange(len(texts))[index].tolist())
+        return PromptCondition(self.inputs[index], self.mask[index], texts)
 
     def to(self, device) -> PromptCondition:
-        return PromptCondition(self.inputs.to(device), self.mask.to(device))
+        return PromptCondition(self.inputs.to(device), self.mask.to(device), self.texts)
 
     @staticmethod
     def cat(items: list[PromptCondition]) -> PromptCondition:
@@ -65,8 +72,9 @@ class PromptCondition:
             widths = [0, 0] * (t.ndim - 2) + [n, 0]  # F.pad lists the last dim first; dim 1 is the sequence
             return F.pad(t, widths) if n else t
 
+        texts = None if any(c.texts is None for c in items) else tuple(t for c in items for t in c.texts)
         return PromptCondition(torch.cat([pad(c.inputs, L - c.length) for c in items]),
-                               torch.cat([pad(c.mask, L - c.length) for c in items]))
+                               torch.cat([pad(c.mask, L - c.length) for c in items]), texts)
 
 
 Condition = Union[torch.Tensor, PromptCondition]  # class ids [B] | text record

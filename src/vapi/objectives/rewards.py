@@ -1,195 +1,320 @@
-"""Rewards of VA-π: how well a sampled token sequence, decoded by the frozen tokenizer, reconstructs the real image.
+"""Rewards as one protocol: named, weighted terms of decoded images, composed into R = Σ weight · term.
 
-R = -(mse·MSE + l1·L1 + lpips·LPIPS + discriminator·(−D(x̂)) + codebook_cosine·(1 − cos(z_q, z)) + features·‖φ(x̂) − φ(x)‖²)
-with each weight 0 = off. Every term is returned per sample (as a loss, lower is better) so it can be logged on its
-own. Decoding and scoring run in chunks to bound memory. The reference runs use MSE 1 + LPIPS 1 (VGG for
-LlamaGen, AlexNet for Janus).
+A reward term is a callable `(images [N, 3, H, W] in [-1, 1], targets [N, 3, H, W] or None, condition) → [N]`,
+higher is better, with a `name` and a `weight` (0 = off). Every term is logged on its own as `reward/<name>`.
+Built-in terms (each off at weight 0):
 
-LPIPS comes from the `lpips` package; its backbone (torchvision's VGG16/AlexNet) is read from torchvision's cache
-(`$TORCH_HOME/hub/checkpoints/`, filled by `vapi download lpips`) or from `lpips_weights`, never downloaded during a
-run; without either, one error names the file, the cache path and the URL. `lpips_random_backbone` exists for plumbing tests only, never for reported numbers.
+  mse, l1            −mean (x̂ − x)², −mean |x̂ − x|                       (need the real image)
+  lpips              −LPIPS(x̂, x); VGG for LlamaGen, AlexNet for Janus   (need the real image)
+  discriminator      D(x̂): LlamaGen's PatchGAN logit, higher = more real
+  codebook_cosine    cos(sampled codebook latent, real pre-quant latent)  (need the real image and the tokens)
+  features           −‖φ(x̂) − φ(x)‖² of a vapi classifier's features      (need the real image)
+  classifier         p(y = condition | x̂) of a vapi classifier            (class-id conditions)
+  clip               cos(CLIP(x̂), CLIP(text)): AR-GRPO's CLIP score       (captions, or class names in a template)
+
+plus any user function `module:function` with the same signature (`reward.functions`, weights in
+`reward.function_weights`, as TRL's reward_funcs / reward_weights). VA-π's reference runs use mse 1 + lpips 1;
+free-running GRPO has no real image, so only the target-free terms apply there.
+
+Decoding and scoring run in chunks (`chunk_size`) to bound memory; `score_tokens` is called under no_grad, while the
+STE and tokenizer methods call the same terms with gradients (their loss is −R).
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol, runtime_checkable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from vapi.config import helpf
+from vapi.models.protocols import Condition, PromptCondition, index_condition
+from vapi.objectives.reward_models import (BACKBONE_FILES, ClipScorer, PatchDiscriminator, build_lpips,  # noqa: F401
+                                           load_classifier, load_discriminator)
 
-BACKBONE_FILES = {"vgg": "vgg16-397923af.pth", "alex": "alexnet-owt-7be5be79.pth",
-                  "squeeze": "squeezenet1_1-b8a52dc0.pth"}
+WEIGHTS = ("mse", "l1", "lpips", "discriminator", "codebook_cosine", "features", "classifier", "clip")
+TARGET_TERMS = ("mse", "l1", "lpips", "codebook_cosine", "features")
 
 
 @dataclass
 class RewardConfig:
-    mse: float = helpf(1.0, "weight of the pixel MSE term")
-    l1: float = helpf(0.0, "weight of the pixel L1 term")
-    lpips: float = helpf(1.0, "weight of the LPIPS term")
+    mse: float = helpf(1.0, "weight of −pixel MSE (needs the real image)")
+    l1: float = helpf(0.0, "weight of −pixel L1 (needs the real image)")
+    lpips: float = helpf(1.0, "weight of −LPIPS (needs the real image)")
     lpips_net: str = helpf("vgg", "LPIPS backbone: vgg (LlamaGen runs) | alex (Janus runs) | squeeze")
     lpips_weights: str = helpf("", "path to the torchvision backbone weights (default: torchvision's cache)")
     lpips_random_backbone: bool = helpf(False, "TEST ONLY: random LPIPS backbone, never for reported numbers")
-    discriminator: float = helpf(0.0, "weight of the PatchGAN realism term (needs discriminator_path)")
+    discriminator: float = helpf(0.0, "weight of the PatchGAN realism logit D(x̂) (needs discriminator_path)")
     discriminator_path: str = helpf("", "LlamaGen VQ training checkpoint (key 'discriminator') or a bare state dict")
-    codebook_cosine: float = helpf(0.0, "weight of 1 - cos(sampled codebook latent, real pre-quant latent)")
-    features: float = helpf(0.0, "weight of the squared feature distance of a vapi feature net (features_path)")
-    features_path: str = helpf("", "vapi feature-net folder used by the `features` term")
+    codebook_cosine: float = helpf(0.0, "weight of cos(sampled codebook latent, real pre-quant latent); LlamaGen VQ "
+                                        "only")
+    features: float = helpf(0.0, "weight of −squared distance of a vapi classifier's features (features_path)")
+    features_path: str = helpf("", "vapi classifier folder whose features(x) the `features` term compares")
+    classifier: float = helpf(0.0, "weight of p(class | image) from a vapi classifier (classifier_path); C2I only")
+    classifier_path: str = helpf("", "vapi classifier folder (`vapi pretrain features`) for the classifier term")
+    clip: float = helpf(0.0, "weight of the CLIP image-text cosine (clip_path), AR-GRPO's CLIP score")
+    clip_path: str = helpf("", "local transformers CLIP folder (CLIPModel + tokenizer) for the clip term")
+    clip_prompt: str = helpf("a photo of a {}", "C2I: the CLIP text of a class, {} = its class-folder name")
+    functions: list[str] = helpf([], "user reward functions `module:function`, called (images, targets|None, "
+                                     "condition) → [N], higher is better")
+    function_weights: list[float] = helpf([], "weights of `functions` in order; empty = 1 each")
     chunk_size: int = helpf(16, "images decoded and scored per chunk (bounds memory)")
 
     def __post_init__(self):
-        for name in ("mse", "l1", "lpips", "discriminator", "codebook_cosine", "features"):
+        for name in WEIGHTS:
             if getattr(self, name) < 0:
                 raise ValueError(f"reward weight {name} must be >= 0 (0 = off), got {getattr(self, name)}")
         if self.lpips_net not in BACKBONE_FILES:
             raise ValueError(f"lpips_net must be one of {sorted(BACKBONE_FILES)}, got {self.lpips_net!r}")
-        if self.discriminator > 0 and not self.discriminator_path:
-            raise ValueError("reward.discriminator > 0 needs reward.discriminator_path")
-        if self.features > 0 and not self.features_path:
-            raise ValueError("reward.features > 0 needs reward.features_path")
+        for name in ("discriminator", "features", "classifier", "clip"):
+            if getattr(self, name) > 0 and not getattr(self, f"{name}_path"):
+                raise ValueError(f"reward.{name} > 0 needs reward.{name}_path")
+        for spec in self.functions:
+            if spec.count(":") != 1 or not all(spec.split(":")):
+                raise ValueError(f"reward.functions entries look like module:function, got {spec!r}")
+        if self.function_weights and len(self.function_weights) != len(self.functions):
+            raise ValueError(f"reward.function_weights has {len(self.function_weights)} entries for "
+                             f"{len(self.functions)} reward.functions; give one weight per function or none")
         if self.chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
 
     @property
     def any_term(self) -> bool:
-        return any(getattr(self, n) > 0 for n in ("mse", "l1", "lpips", "discriminator", "codebook_cosine", "features"))
+        return any(getattr(self, n) > 0 for n in WEIGHTS) or any(self.function_weights or [1.0] * len(self.functions))
+
+    def target_terms(self) -> list[str]:
+        """The enabled terms that compare with the real image (unusable without one, e.g. in free-running GRPO)."""
+        return [name for name in TARGET_TERMS if getattr(self, name) > 0]
 
 
-def _state_dict_file(path) -> dict:
-    from vapi.models.state_dict_io import load_torch_file
+@runtime_checkable
+class RewardTerm(Protocol):
+    name: str
+    weight: float
+    needs_target: bool
 
-    obj = load_torch_file(path)
-    if not isinstance(obj, dict):
-        raise ValueError(f"{path} holds a {type(obj).__name__}, not a state dict")
-    return obj
-
-
-def build_lpips(net: str = "vgg", weights: str = "", random_backbone: bool = False) -> nn.Module:
-    """LPIPS with its linear heads (shipped in the package) and an offline-loaded backbone; frozen, eval mode."""
-    import lpips
-
-    if random_backbone:
-        model = lpips.LPIPS(net=net, pnet_rand=True, verbose=False)
-    else:
-        path = Path(weights) if weights else Path(torch.hub.get_dir()) / "checkpoints" / BACKBONE_FILES[net]
-        if not path.is_file():
-            from vapi.weights import missing_message
-
-            raise FileNotFoundError(f"LPIPS-{net} needs torchvision's backbone: "
-                                    + missing_message(f"lpips-{net}", path, "reward.lpips_weights"))
-        model = lpips.LPIPS(net=net, pnet_rand=True, verbose=False)
-        _load_backbone(model.net, _state_dict_file(path))
-    return model.eval().requires_grad_(False)
+    def __call__(self, images: torch.Tensor, targets: torch.Tensor | None, condition: Condition) -> torch.Tensor:
+        """→ [N], higher is better."""
 
 
-def _load_backbone(net: nn.Module, state: dict) -> None:
-    """Copy torchvision `features.<i>.*` weights into lpips' slice modules (named by the same index i)."""
-    own = {}
-    for slice_name, block in net.named_children():
-        for idx, _ in block.named_children():
-            own[idx] = slice_name
-    mapped = {}
-    for key, value in state.items():
-        parts = key.split(".")
-        if parts[0] == "features" and parts[1] in own:
-            mapped[f"{own[parts[1]]}.{parts[1]}.{'.'.join(parts[2:])}"] = value
-    missing = set(net.state_dict()) - set(mapped)
-    if missing:
-        raise ValueError(f"LPIPS backbone file lacks {len(missing)} tensors (e.g. {sorted(missing)[0]}): "
-                         "is it the right torchvision network?")
-    net.load_state_dict(mapped, strict=True)
+class PixelDistance(nn.Module):
+    needs_target = True
 
-
-class PatchDiscriminator(nn.Module):
-    """LlamaGen's PatchGAN (`NLayerDiscriminator`, BatchNorm variant); key names `main.<i>.*` as in its checkpoints."""
-
-    def __init__(self, ndf: int = 64, n_layers: int = 3):
+    def __init__(self, name: str, weight: float, power: int):
         super().__init__()
-        seq = [nn.Conv2d(3, ndf, 4, 2, 1), nn.LeakyReLU(0.2, True)]
-        mult = 1
-        for n in range(1, n_layers + 1):
-            prev, mult = mult, min(2**n, 8)
-            seq += [nn.Conv2d(ndf * prev, ndf * mult, 4, 2 if n < n_layers else 1, 1, bias=False),
-                    nn.BatchNorm2d(ndf * mult), nn.LeakyReLU(0.2, True)]
-        seq += [nn.Conv2d(ndf * mult, 1, 4, 1, 1)]
-        self.main = nn.Sequential(*seq)
+        self.name, self.weight, self.power = name, weight, power
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.main(x)
+    def forward(self, images, targets, condition=None):
+        diff = images - targets  # [N, 3, H, W]
+        return -(diff.pow(2) if self.power == 2 else diff.abs()).flatten(1).mean(1)
 
 
-def load_discriminator(path: str) -> PatchDiscriminator:
-    ckpt = _state_dict_file(path)
-    state = ckpt.get("discriminator", ckpt.get("model", ckpt))
-    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
-        raise ValueError(f"{path} holds no discriminator state dict (looked for 'discriminator', 'model' or a "
-                         "bare state dict)")
-    convs = sorted({int(k.split(".")[1]) for k in state if k.startswith("main.") and k.endswith(".weight")
-                    and state[k].ndim == 4})
-    if not convs:
-        raise ValueError(f"{path} holds no PatchGAN discriminator weights (expected keys main.<i>.weight)")
-    model = PatchDiscriminator(ndf=state[f"main.{convs[0]}.weight"].shape[0], n_layers=len(convs) - 2)
-    model.load_state_dict(state, strict=True)
-    return model.eval().requires_grad_(False)
+class Lpips(nn.Module):
+    name, needs_target = "lpips", True
+
+    def __init__(self, weight: float, net: nn.Module):
+        super().__init__()
+        self.weight, self.net = weight, net
+
+    def forward(self, images, targets, condition=None):
+        return -self.net(images, targets).flatten(1).mean(1)
+
+
+class Realism(nn.Module):
+    name, needs_target = "discriminator", False
+
+    def __init__(self, weight: float, disc: nn.Module):
+        super().__init__()
+        self.weight, self.disc = weight, disc
+
+    def forward(self, images, targets=None, condition=None):
+        return self.disc(images).flatten(1).mean(1)
+
+
+class CodebookCosine(nn.Module):
+    """cos(codebook latent of the sampled tokens, the real image's pre-quantisation latent) (the reference's
+    'embedcos'). Needs a tokenizer with `quantize.lookup` and `encode_latent` (LlamaGen's VQ)."""
+
+    name, needs_target, needs_tokens = "codebook_cosine", True, True
+
+    def __init__(self, weight: float, tokenizer):
+        super().__init__()
+        if not (hasattr(tokenizer, "encode_latent") and hasattr(getattr(tokenizer, "quantize", None), "lookup")):
+            raise ValueError(f"reward.codebook_cosine needs a tokenizer with quantize.lookup and encode_latent "
+                             f"(LlamaGen's VQ); {type(tokenizer).__name__} has neither: set reward.codebook_cosine=0")
+        self.weight, self.tokenizer = weight, [tokenizer]  # a list: not registered (the tokenizer is not ours)
+
+    def forward(self, images, targets, condition=None, tokens=None):
+        tok = self.tokenizer[0]
+        side = int(round(tokens.shape[1] ** 0.5))
+        pred = tok.quantize.lookup(tokens, (side, side))  # [N, C, h, w]
+        with torch.no_grad():
+            real = tok.encode_latent(targets)  # [N, C, h, w]
+        return F.cosine_similarity(pred.flatten(1), real.flatten(1), dim=1)
+
+
+class FeatureDistance(nn.Module):
+    name, needs_target = "features", True
+
+    def __init__(self, weight: float, net: nn.Module):
+        super().__init__()
+        self.weight, self.net = weight, net
+
+    def forward(self, images, targets, condition=None):
+        with torch.no_grad():
+            real = self.net.features(targets)  # [N, D]
+        return -(self.net.features(images) - real).pow(2).flatten(1).sum(1)
+
+
+class ClassifierProbability(nn.Module):
+    name, needs_target = "classifier", False
+
+    def __init__(self, weight: float, net: nn.Module):
+        super().__init__()
+        self.weight, self.net = weight, net
+
+    def forward(self, images, targets, condition):
+        if isinstance(condition, PromptCondition):
+            raise ValueError("reward.classifier scores class-conditional samples (class-id conditions); use "
+                             "reward.clip for captions")
+        return self.net(images).softmax(-1).gather(1, condition.view(-1, 1).long()).squeeze(1)  # [N]
+
+
+class ClipScore(nn.Module):
+    name, needs_target = "clip", False
+
+    def __init__(self, weight: float, scorer: nn.Module, template: str, class_names: list[str] | None):
+        super().__init__()
+        self.weight, self.scorer, self.template, self.class_names = weight, scorer, template, class_names
+
+    def texts(self, condition) -> list[str]:
+        if isinstance(condition, PromptCondition):
+            if condition.texts is None:
+                raise ValueError("reward.clip needs the captions as text: this condition carries only their features")
+            return list(condition.texts)
+        if not self.class_names:
+            raise ValueError("reward.clip on class ids needs class names (an ImageFolder's class folders)")
+        return [self.template.format(self.class_names[int(c)]) for c in condition.tolist()]
+
+    def forward(self, images, targets, condition):
+        return self.scorer(images, self.texts(condition))
+
+
+class FunctionReward:
+    """A user `module:function` reward; its output is checked to be [N]."""
+
+    needs_target = False
+
+    def __init__(self, spec: str, weight: float, fn: Callable | None = None):
+        self.spec, self.weight = spec, weight
+        self.fn = fn or load_function(spec)
+        self.name = spec.split(":")[1]
+
+    def __call__(self, images, targets, condition):
+        out = self.fn(images, targets, condition)
+        if not isinstance(out, torch.Tensor) or out.shape != (images.shape[0],):
+            raise ValueError(f"reward function {self.spec} must return a tensor of shape [{images.shape[0]}], "
+                             f"got {type(out).__name__} {tuple(getattr(out, 'shape', ()))}")
+        return out.to(images.device, torch.float32)
+
+
+def load_function(spec: str) -> Callable:
+    module_name, fn_name = spec.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ValueError(f"reward function {spec}: cannot import module {module_name!r} ({e}); is it on "
+                         "PYTHONPATH?") from None
+    fn = getattr(module, fn_name, None)
+    if not callable(fn):
+        raise ValueError(f"reward function {spec}: module {module_name} has no function {fn_name!r}")
+    return fn
 
 
 class Reward(nn.Module):
-    """Scores decoded samples against their real images. Frozen; call under torch.no_grad()."""
+    """The weighted sum of the enabled terms. Frozen; `score_tokens` calls it under no_grad, the STE and tokenizer
+    methods with gradients (through the images only)."""
 
-    def __init__(self, cfg: RewardConfig, feature_net: Callable | None = None):
+    def __init__(self, cfg: RewardConfig, tokenizer=None, class_names: list[str] | None = None):
         super().__init__()
         self.cfg = cfg
-        self.lpips = build_lpips(cfg.lpips_net, cfg.lpips_weights, cfg.lpips_random_backbone) if cfg.lpips else None
-        self.disc = load_discriminator(cfg.discriminator_path) if cfg.discriminator else None
-        self.feature_net = feature_net
-        if cfg.features and feature_net is None:
-            raise ValueError("reward.features > 0 needs a feature network")
-
-    def terms(self, pred: torch.Tensor, target: torch.Tensor, pred_latent: torch.Tensor | None = None,
-              target_latent: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """Per-sample losses (lower is better), each [N], for the terms whose weight is > 0."""
-        cfg, out = self.cfg, {}
+        terms: list = []
         if cfg.mse:
-            out["mse"] = (pred - target).pow(2).flatten(1).mean(1)
+            terms.append(PixelDistance("mse", cfg.mse, 2))
         if cfg.l1:
-            out["l1"] = (pred - target).abs().flatten(1).mean(1)
-        if self.lpips is not None:
-            out["lpips"] = self.lpips(pred, target).flatten(1).mean(1)
-        if self.disc is not None:
-            out["discriminator"] = -self.disc(pred).flatten(1).mean(1)
+            terms.append(PixelDistance("l1", cfg.l1, 1))
+        if cfg.lpips:
+            terms.append(Lpips(cfg.lpips, build_lpips(cfg.lpips_net, cfg.lpips_weights, cfg.lpips_random_backbone)))
+        if cfg.discriminator:
+            terms.append(Realism(cfg.discriminator, load_discriminator(cfg.discriminator_path)))
         if cfg.codebook_cosine:
-            out["codebook_cosine"] = 1 - F.cosine_similarity(pred_latent.flatten(1), target_latent.flatten(1), dim=1)
+            if tokenizer is None:
+                raise ValueError("reward.codebook_cosine needs the tokenizer")
+            terms.append(CodebookCosine(cfg.codebook_cosine, tokenizer))
         if cfg.features:
-            out["features"] = (self.feature_net(pred) - self.feature_net(target)).pow(2).flatten(1).sum(1)
+            terms.append(FeatureDistance(cfg.features, load_classifier(cfg.features_path)))
+        if cfg.classifier:
+            terms.append(ClassifierProbability(cfg.classifier, load_classifier(cfg.classifier_path)))
+        if cfg.clip:
+            terms.append(ClipScore(cfg.clip, ClipScorer(cfg.clip_path), cfg.clip_prompt, class_names))
+        weights = cfg.function_weights or [1.0] * len(cfg.functions)
+        terms += [FunctionReward(spec, w) for spec, w in zip(cfg.functions, weights) if w]
+        names = [t.name for t in terms]
+        clash = sorted({n for n in names if names.count(n) > 1})
+        if clash:
+            raise ValueError(f"reward terms must have distinct names; {', '.join(clash)} appears twice")
+        self.items = terms
+        self.modules_ = nn.ModuleList([t for t in terms if isinstance(t, nn.Module)])  # moved by .to(device)
+        self.requires_grad_(False)
+
+    @property
+    def names(self) -> list[str]:
+        return [t.name for t in self.items]
+
+    @property
+    def needs_target(self) -> bool:
+        return any(t.needs_target for t in self.items)
+
+    def terms(self, images: torch.Tensor, targets: torch.Tensor | None = None, condition: Condition | None = None,
+              tokens: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Every enabled term's reward [N] (higher is better), unweighted."""
+        out = {}
+        for term in self.items:
+            if term.needs_target and targets is None:
+                raise ValueError(f"reward term {term.name} compares with the real image, which this method does "
+                                 f"not have: set reward.{term.name}=0")
+            extra = {"tokens": tokens} if getattr(term, "needs_tokens", False) else {}
+            out[term.name] = term(images, targets, condition, **extra)
         return out
 
     def combine(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
-        return -sum(getattr(self.cfg, name) * value for name, value in terms.items())
+        weights = {t.name: t.weight for t in self.items}
+        return sum(weights[name] * value for name, value in terms.items())
+
+    def forward(self, images, targets=None, condition=None, tokens=None):
+        """→ (R [N], {name: term [N]})."""
+        terms = self.terms(images, targets, condition, tokens)
+        return self.combine(terms), terms
 
 
 @torch.no_grad()
-def score_tokens(reward: Reward, tokenizer, tokens: torch.Tensor, target: torch.Tensor,
-                 target_latent: torch.Tensor | None = None, keep_images: int = 0):
-    """Decode sampled tokens [N, T] in chunks and score them against `target` [N, 3, H, W].
+def score_tokens(reward: Reward, tokenizer, tokens: torch.Tensor, targets: torch.Tensor | None,
+                 condition: Condition | None = None, keep_images: int = 0):
+    """Decode sampled tokens [N, T] in chunks and score them (against `targets` [N, 3, H, W] where given).
 
     Returns (rewards [N], terms {name: [N]}, the first `keep_images` decoded images for logging).
     """
     chunk = reward.cfg.chunk_size
     rewards, terms, kept = [], {}, []
     for s in range(0, tokens.shape[0], chunk):
-        t = tokens[s:s + chunk]
-        pred = tokenizer.decode(t)  # [n, 3, H, W]
-        pred_latent = None
-        if reward.cfg.codebook_cosine:
-            side = int(round(t.shape[1] ** 0.5))
-            pred_latent = tokenizer.quantize.lookup(t, (side, side))
-        part = reward.terms(pred, target[s:s + chunk], pred_latent,
-                            None if target_latent is None else target_latent[s:s + chunk])
-        rewards.append(reward.combine(part))
-        for k, v in part.items():
+        part = slice(s, s + chunk)
+        pred = tokenizer.decode(tokens[part])  # [n, 3, H, W]
+        total, values = reward(pred, None if targets is None else targets[part],
+                               None if condition is None else index_condition(condition, part), tokens[part])
+        rewards.append(total)
+        for k, v in values.items():
             terms.setdefault(k, []).append(v)
         if len(kept) * chunk < keep_images:
             kept.append(pred)

@@ -75,7 +75,7 @@ class Trainer:
         self.ref_policy = None
         if o.beta > 0:
             self.ref_policy = copy.deepcopy(policy).eval().requires_grad_(False)
-        self.reward = (reward or (Reward(cfg.reward) if o.name == "vapi" else None))
+        self.reward = (reward or (Reward(cfg.reward, self.tokenizer) if o.name == "vapi" else None))
         if self.reward is not None:
             self.reward.to(self.device)
         self.shared_update = uses_shared_update(o.update_layout, o.policy_mode, policy)
@@ -137,12 +137,8 @@ class Trainer:
         o, G = self.cfg.objective, self.cfg.objective.num_generations
         rollout, entropy = self._rollout(labels, gt_tokens)
         target = images.repeat_interleave(G, dim=0)  # [B*G, 3, H, W]
-        target_latent = None
-        if self.cfg.reward.codebook_cosine:
-            with torch.no_grad():
-                target_latent = self.tokenizer.encode_latent(images).repeat_interleave(G, dim=0)
         keep = self.cfg.train.image_rows * G if self._images_due() else 0
-        rewards, terms, decoded = score_tokens(self.reward, self.tokenizer, rollout.tokens, target, target_latent,
+        rewards, terms, decoded = score_tokens(self.reward, self.tokenizer, rollout.tokens, target, rollout.cond,
                                                keep_images=keep)  # [B*G]
         advantages = group_advantages(rewards, G, clip=o.adv_clip)  # [B*G]
         metrics = self._policy_update(rollout, advantages)
