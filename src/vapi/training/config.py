@@ -11,6 +11,9 @@ from typing import ClassVar
 
 from vapi.config import helpf
 from vapi.data.images import DataConfig
+from vapi.methods.grpo import GrpoConfig
+from vapi.methods.ste import SteConfig
+from vapi.methods.tokenizer import TokenizerMethodConfig
 from vapi.models.build import MODEL_KINDS
 from vapi.models.lora import LoraConfig
 from vapi.models.text_encoder import TextEncoderConfig
@@ -18,7 +21,7 @@ from vapi.objectives.rewards import RewardConfig
 from vapi.training.optim import OptimConfig
 from vapi.training.parallelize import PARALLEL
 
-OBJECTIVES = ("vapi", "ce")
+OBJECTIVES = ("vapi", "ce", "ste", "tokenizer", "grpo")
 MODES = ("train", "eval")
 POLICY_MODES = ("train", "eval", "twice")
 UPDATE_LAYOUTS = ("auto", "shared", "per_sample")
@@ -46,7 +49,10 @@ class ModelConfig:
 
 @dataclass
 class ObjectiveConfig:
-    name: str = helpf("vapi", "vapi | ce (the control: plain teacher-forced CE on clean context, same data and steps)")
+    name: str = helpf("vapi", "the method: vapi (this section) | ce (the control: teacher-forced CE on the clean "
+                              "context) | ste (straight-through through the decoder; section ste) | tokenizer "
+                              "(post-train the decoder; section tokenizer) | grpo (free-running GRPO, AR-GRPO; "
+                              "section grpo)")
     num_generations: int = helpf(8, "G: samples per image, drawn from one teacher-forced pass")
     context_noise: float = helpf(0.5, "ξ: probability that each context token is replaced by a uniform random one")
     temperature: float = helpf(1.0, "sampling temperature of the rollout (also used in the log-prob ratio)")
@@ -195,6 +201,9 @@ class RunConfig:
     text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
+    ste: SteConfig = field(default_factory=SteConfig)
+    tokenizer: TokenizerMethodConfig = field(default_factory=TokenizerMethodConfig)
+    grpo: GrpoConfig = field(default_factory=GrpoConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -205,17 +214,27 @@ class RunConfig:
                              "features): VA-π needs at least one, e.g. reward.mse=1")
 
     @property
+    def rows_per_image(self) -> int:
+        """Sequences the method trains on per real image: G for the group methods, 1 for ce / ste / tokenizer."""
+        return {"vapi": self.objective.num_generations, "grpo": self.grpo.num_generations}.get(self.objective.name, 1)
+
+    @property
     def sequences_per_step(self) -> int:
-        return self.train.per_device_batch_size * self.objective.num_generations
+        return self.train.per_device_batch_size * self.rows_per_image
+
+    @property
+    def micro_batch_size(self) -> int:
+        """Rows per forward/backward pass: train.micro_batch_size, or fewer when an optimizer step has fewer rows."""
+        return min(self.train.micro_batch_size, max(1, self.sequences_per_step // self.train.steps_per_generation))
 
     @property
     def grad_accum_steps(self) -> int:
         """Micro-batches per optimizer step; the rollout batch must split evenly."""
-        n, mb, k = self.sequences_per_step, self.train.micro_batch_size, self.train.steps_per_generation
+        n, mb, k = self.sequences_per_step, self.micro_batch_size, self.train.steps_per_generation
         if n % (mb * k):
             options = [d for d in range(1, n + 1) if n % (d * k) == 0]
             raise ValueError(
-                f"a rollout batch of per_device_batch_size × num_generations = {self.train.per_device_batch_size} × "
-                f"{self.objective.num_generations} = {n} sequences does not split into steps_per_generation={k} "
+                f"a rollout batch of per_device_batch_size × sequences per image = {self.train.per_device_batch_size}"
+                f" × {self.rows_per_image} = {n} sequences does not split into steps_per_generation={k} "
                 f"optimizer steps of micro_batch_size={mb}; set train.micro_batch_size to one of {options}")
         return n // (mb * k)
