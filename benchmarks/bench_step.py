@@ -26,6 +26,7 @@ import torch
 
 from timing import timed
 from vapi.data.procedural import ProceduralShapes
+from vapi.methods.vapi import VaPiWork
 from vapi.models.llamagen_gpt import GPTConfig, LlamaGenGPT
 from vapi.models.llamagen_vq import VQConfig, VQModel
 from vapi.objectives import group_advantages, sample_from_logits, teacher_forced_rollout
@@ -129,26 +130,25 @@ def main(argv=None):
         phases["sampling"], (tokens, _) = timed(lambda: sample_from_logits(logits, G), device, args.repeats)
         phases["decode"], decoded = timed(lambda: vq.decode(tokens), device, args.repeats)
         target = images.repeat_interleave(G, 0)
-        phases["reward"], terms = timed(lambda: trainer.reward.terms(decoded, target), device, args.repeats)
+        phases["reward"], terms = timed(lambda: trainer.method.reward.terms(decoded, target), device, args.repeats)
     rollout = teacher_forced_rollout(lambda c, x: policy(c, x), labels, gt, num_generations=G,
                                      vocab_size=args.vocab, generator=torch.Generator(device).manual_seed(0))
-    advantages = group_advantages(trainer.reward.combine(terms), G)
+    advantages = group_advantages(trainer.method.reward.combine(terms), G)
 
     update, best, losses = {}, {"per_sample": float("inf"), "shared": float("inf")}, {}
     start = copy.deepcopy((policy.state_dict(), trainer.optimizer.state_dict(), trainer.scheduler.state_dict()))
     for layout in best:  # one counted update per layout from the same weights (hooks slow it: not timed)
         policy.load_state_dict(start[0]), trainer.optimizer.load_state_dict(start[1])
         trainer.scheduler.load_state_dict(start[2])
-        trainer.shared_update = layout == "shared"
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
         with SavedBytes(policy) as saved:
-            losses[layout] = trainer._policy_update(rollout, advantages)["loss"]
+            losses[layout] = trainer._update(VaPiWork(rollout, advantages, layout == "shared"))["loss"]
         update[layout] = (saved.peak, torch.cuda.max_memory_allocated() if device.type == "cuda" else None)
     for _ in range(args.repeats):  # interleaved, so a busy machine slows both layouts alike
         for layout in best:
-            trainer.shared_update = layout == "shared"
-            seconds, _ = timed(lambda: trainer._policy_update(rollout, advantages), device, 1)
+            work = VaPiWork(rollout, advantages, layout == "shared")
+            seconds, _ = timed(lambda: trainer._update(work), device, 1)
             best[layout] = min(best[layout], seconds)
     update = {k: (best[k], *v) for k, v in update.items()}
 
@@ -164,7 +164,7 @@ def main(argv=None):
     phases["fwd_bwd_per_image"], _ = timed(fwd_bwd_per_image, device, args.repeats)
     phases["optimizer"], _ = timed(lambda: trainer.optimizer.step(), device, args.repeats)
     trainer.optimizer.zero_grad(set_to_none=True)
-    trainer.shared_update = True
+    trainer.method.shared_update = True
     step_time, _ = timed(trainer.step, device, args.repeats)
     with torch.no_grad(), trainer.autocast():
         free, _ = timed(lambda: generate(policy, labels.repeat_interleave(G), SamplingConfig(cfg_scale=1.0),

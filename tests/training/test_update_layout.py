@@ -9,7 +9,8 @@ from t2i_tiny import CAPTION_TOKENS, T5_DIM, tiny_janus_folder, tiny_t2i_policy
 from tiny import tiny_config, tiny_policy, tiny_tokenizer
 from vapi.models.protocols import PromptCondition
 from vapi.objectives import group_advantages, teacher_forced_rollout
-from vapi.training.trainer import Trainer, uses_shared_update
+from vapi.methods.vapi import VaPiWork, uses_shared_update
+from vapi.training.trainer import Trainer
 
 
 # how far the numerator is moved off the rollout's weights
@@ -45,14 +46,14 @@ def _janus(B, root):
 def _run_update(cfg, policy, shared, rollout, advantages, shapes, scale):
     cfg.objective.update_layout = "shared" if shared else "per_sample"
     trainer = Trainer(cfg, policy, tiny_tokenizer(codebook=policy.vocab_size), shapes)
-    assert trainer.shared_update is shared
+    assert trainer.method.shared_update is shared
     # move the policy off the rollout's (and the KL reference's) weights: ratio, clipping and KL are exercised too
     with torch.no_grad():
         for p in policy.parameters():
             if p.requires_grad:
                 noise = torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel()))
                 p.add_(scale * noise)
-    metrics = trainer._policy_update(rollout, advantages)
+    metrics = trainer._update(VaPiWork(rollout, advantages, shared))
     grads = {n: p.grad.clone() for n, p in policy.named_parameters() if p.grad is not None}
     return metrics, grads
 

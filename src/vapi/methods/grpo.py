@@ -98,7 +98,8 @@ class GrpoMethod(Method):
         advantages = group_advantages(rewards, G, clip=self.cfg.adv_clip or None)  # [B*G]
         self.model.eval()
         old_logps = token_logprobs(self._logits(self.wrapped, cond, tokens), tokens, self.cfg.temperature)
-        metrics = {f"reward/{k}": v.mean().item() for k, v in terms.items()}
+        metrics = {f"rewards/{k}/mean": v.mean().item() for k, v in terms.items()}
+        metrics["frac_reward_zero_std"] = (rewards.view(-1, G).std(dim=1) == 0).float().mean().item()
         metrics["advantage_abs"] = advantages.abs().mean().item()
         grid = Grid(images[:keep_images], decoded, rewards[: keep_images * G]) if keep_images else None
         return Prepared(GrpoWork(cond, tokens, old_logps, advantages), metrics, rewards, grid)

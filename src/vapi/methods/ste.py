@@ -73,5 +73,5 @@ class SteMethod(Method):
         ce = prior_ce(logits.float(), work.gt_tokens)
         loss = -reward.mean() + c.aux_ce_weight * ce
         stats = {"loss": loss.detach(), "prior_ce": ce.detach(), "reward": reward.detach().mean()}
-        stats.update({f"reward/{k}": v.detach().mean() for k, v in terms.items()})
+        stats.update({f"rewards/{k}/mean": v.detach().mean() for k, v in terms.items()})
         return loss, stats

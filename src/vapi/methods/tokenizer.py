@@ -82,7 +82,8 @@ class TokenizerMethod(Method):
         grid = None
         if keep_images:
             n = min(keep_images, images.shape[0])
-            grid = Grid(images[:n], self.model.decode(tokens[:n]), None)
+            decoded = self.model.decode(tokens[:n])  # [n, 3, H, W]
+            grid = Grid(images[:n], decoded, -(decoded - images[:n]).pow(2).flatten(1).mean(1))  # scored by −MSE
         return Prepared(TokenizerWork(images, tokens, cond), {"token_agreement": agree}, grid=grid)
 
     def loss(self, work: TokenizerWork):
@@ -91,5 +92,5 @@ class TokenizerMethod(Method):
         reward, terms = self.reward(pred, work.images, work.cond, work.tokens)  # [mb]
         loss = -reward.mean()
         stats = {"loss": loss.detach(), "reward": reward.detach().mean()}
-        stats.update({f"reward/{k}": v.detach().mean() for k, v in terms.items()})
+        stats.update({f"rewards/{k}/mean": v.detach().mean() for k, v in terms.items()})
         return loss, stats

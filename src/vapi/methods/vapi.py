@@ -16,28 +16,34 @@ from dataclasses import dataclass
 
 import torch
 
-from vapi.methods.base import Grid, Method, MethodContext, Prepared, Rows, freeze
-from vapi.models.protocols import Condition
-from vapi.objectives import VaPiLoss, group_advantages, prior_ce, teacher_forced_rollout, token_dropout_mask
+from vapi.methods.base import Grid, Method, MethodContext, Prepared, freeze
+from vapi.models.protocols import has_train_randomness, repeat_condition
+from vapi.objectives import (Rollout, VaPiLoss, group_advantages, teacher_forced_rollout, token_dropout_mask,
+                             token_entropy, weighted_prior_ce)
 from vapi.objectives.rewards import score_tokens
 
 
-def token_entropy(logits: torch.Tensor) -> torch.Tensor:
-    """Mean per-position entropy (nats) of logits [N, T, V]."""
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    return -(logp.exp() * logp).sum(-1).mean()
+def uses_shared_update(layout: str, policy_mode: str, policy: torch.nn.Module) -> bool:
+    """`objective.update_layout`: shared | per_sample | auto (shared whenever the update's numerator is dropout-free:
+    policy_mode eval or twice, or a policy without train-mode randomness)."""
+    if layout != "auto":
+        return layout == "shared"
+    return policy_mode in ("eval", "twice") or not has_train_randomness(policy)
 
 
 @dataclass
-class VaPiWork(Rows):
-    """One rollout batch of B images × G generations, image-major (row b*G + k)."""
+class VaPiWork:
+    """One rollout batch (B images × G sequences, image-major) and its advantages [B*G]; rows are sequences."""
 
-    tokens: torch.Tensor  # [B*G, T] sampled tokens
-    old_logps: torch.Tensor  # [B*G, T]
-    gt_tokens: torch.Tensor  # [B*G, T] clean tokens (the prior-CE targets)
-    context: torch.Tensor  # [B*G, T] the corrupted context of the rollout, fed again in the update
-    cond: Condition  # B*G rows
+    rollout: Rollout
     advantages: torch.Tensor  # [B*G]
+    shared: bool  # the update layout: one forward per image (shared) or per sequence
+
+    def __len__(self) -> int:
+        return self.advantages.shape[0]
+
+    def select(self, rows: slice):
+        return self.rollout.micro_batch(rows, self.shared), self.advantages[rows]
 
 
 class VaPiMethod(Method):
@@ -48,6 +54,7 @@ class VaPiMethod(Method):
         self.cfg, self.model, self.tokenizer, self.reward, self.ctx = cfg, policy, freeze(tokenizer), reward, ctx
         self.rows_per_image = cfg.num_generations
         self.ref_policy = freeze(copy.deepcopy(policy)) if cfg.beta > 0 else None
+        self.shared_update = uses_shared_update(cfg.update_layout, cfg.policy_mode, policy)
         self.loss_fn = VaPiLoss(epsilon=cfg.epsilon, prior_weight=0.0 if cfg.policy_mode == "twice" else
                                 cfg.prior_weight, kl_weight=cfg.beta, temperature=cfg.temperature)
 
@@ -60,8 +67,8 @@ class VaPiMethod(Method):
 
         def logits_fn(c, context):
             with self.ctx.autocast():
-                logits = self.wrapped(c, context).float()  # [B, T, V]
-            seen["entropy"] = token_entropy(logits / o.temperature).item()
+                logits = self.wrapped(c, context)  # [B, T, V] float32
+            seen["entropy"] = token_entropy(logits, o.temperature).item()
             return logits
 
         rollout = teacher_forced_rollout(
@@ -69,35 +76,37 @@ class VaPiMethod(Method):
             context_noise=o.context_noise, temperature=o.temperature, top_k=o.top_k, top_p=o.top_p,
             generator=self.ctx.generator)
         target = images.repeat_interleave(G, dim=0)  # [B*G, 3, H, W]
-        rewards, terms, decoded = score_tokens(self.reward, self.tokenizer, rollout.tokens, target, rollout.cond,
-                                               keep_images=keep_images * G)  # [B*G]
+        rewards, terms, decoded = score_tokens(self.reward, self.tokenizer, rollout.tokens, target,
+                                               repeat_condition(cond, G), keep_images=keep_images * G)  # [B*G]
         advantages = group_advantages(rewards, G, clip=o.adv_clip)  # [B*G]
         metrics = {"entropy": seen["entropy"], "advantage_abs": advantages.abs().mean().item()}
-        metrics.update({f"reward/{k}": v.mean().item() for k, v in terms.items()})
-        work = VaPiWork(rollout.tokens, rollout.old_logps, rollout.gt_tokens, rollout.context, rollout.cond,
-                        advantages)
+        # TRL's names: rewards/<term>/mean is the term's reward (a negated cost) before its weight
+        metrics.update({f"rewards/{k}/mean": v.mean().item() for k, v in terms.items()})
+        metrics["frac_reward_zero_std"] = (rewards.view(-1, G).std(dim=1) == 0).float().mean().item()
         grid = Grid(images[:keep_images], decoded, rewards[: keep_images * G]) if keep_images else None
-        return Prepared(work, metrics, rewards, grid)
+        return Prepared(VaPiWork(rollout, advantages, self.shared_update), metrics, rewards, grid)
 
-    def loss(self, work: VaPiWork):
+    def loss(self, work):
+        """work: (MicroBatch of b forward rows and N sequences, advantages [N]) from `VaPiWork.select`."""
+        batch, advantages = work
         o = self.cfg
         mask = None
         if o.token_dropout > 0:
-            mask = token_dropout_mask(tuple(work.tokens.shape), o.token_dropout, self.ctx.generator,
-                                      work.tokens.device)
+            mask = token_dropout_mask(tuple(batch.tokens.shape), o.token_dropout, self.ctx.generator,
+                                      batch.tokens.device)  # [N, T]
         ref_logits = None
         if self.ref_policy is not None:
             with torch.no_grad(), self.ctx.autocast():
-                ref_logits = self.ref_policy.teacher_forced_logits(work.cond, work.context).float()
+                ref_logits = self.ref_policy.teacher_forced_logits(batch.cond, batch.context)  # [b, T, V]
         self.model.train(o.policy_mode == "train")
         with self.ctx.autocast():
-            logits = self.wrapped(work.cond, work.context).float()  # [mb, T, V]
-        loss, stats = self.loss_fn(logits, work.tokens, work.old_logps, work.advantages, work.gt_tokens, mask,
-                                   ref_logits)
+            logits = self.wrapped(batch.cond, batch.context)  # [b, T, V] float32
+        loss, stats = self.loss_fn(logits, batch.tokens, batch.old_logps, advantages, batch.gt_tokens, mask,
+                                   ref_logits, batch.row_image)
         if o.policy_mode == "twice" and o.prior_weight > 0:
             # The ratio was taken in eval mode; the prior term gets its own train-mode (dropout) pass, as the reference.
             self.model.train(True)
             with self.ctx.autocast():
-                train_logits = self.wrapped(work.cond, work.context).float()
-            loss = loss + o.prior_weight * prior_ce(train_logits, work.gt_tokens)
+                train_logits = self.wrapped(batch.cond, batch.context)  # [b, T, V]
+            loss = loss + o.prior_weight * weighted_prior_ce(train_logits, batch.gt_tokens, batch.row_image)
         return loss, stats._asdict()
