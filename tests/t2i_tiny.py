@@ -150,3 +150,23 @@ def write_tar_shards(path, n=12, shards=2, image_size=32, corrupt_shard=True, se
         with open(os.path.join(path, f"{shards:05d}.tar"), "wb") as f:
             f.write(b"this is not a tar archive" * 40)
     return str(path)
+
+
+def tiny_clip_folder(path, seed=0):
+    """A random 1-layer CLIPModel (16 px images, 8-dim projections) with a word-level tokenizer over WORDS."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import CLIPConfig, CLIPModel, PreTrainedTokenizerFast
+
+    words = ["<pad>", "<unk>"] + WORDS
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>").save_pretrained(path)
+    torch.manual_seed(seed)
+    cfg = CLIPConfig(text_config=dict(vocab_size=len(words), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                      num_attention_heads=2, max_position_embeddings=16, bos_token_id=1,
+                                      eos_token_id=2, pad_token_id=0),  # 2: pool at the argmax id
+                     vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                        num_attention_heads=2, image_size=16, patch_size=8),
+                     projection_dim=8)
+    CLIPModel(cfg).save_pretrained(path)
+    return str(path)

@@ -5,6 +5,7 @@ import types
 import pytest
 import torch
 
+from t2i_tiny import tiny_clip_folder
 from tiny import tiny_tokenizer
 from vapi.models.classifier import Classifier, classifier_config
 from vapi.models.checkpoint import save_pretrained
@@ -73,32 +74,13 @@ def test_classifier_probability_and_features_terms(tmp_path):
         Reward(RewardConfig(mse=0.0, lpips=0.0, classifier=1.0, classifier_path=str(tmp_path / "none")))
 
 
-def _tiny_clip(path):
-    from transformers import CLIPConfig, CLIPModel
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    words = ["<pad>", "<unk>", "a", "photo", "of", "red", "circle", "blue", "square"]
-    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>").save_pretrained(path)
-    torch.manual_seed(0)
-    cfg = CLIPConfig(text_config=dict(vocab_size=len(words), hidden_size=16, intermediate_size=32,
-                                      num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=16),
-                     vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                                        num_attention_heads=2, image_size=16, patch_size=8),
-                     projection_dim=8)
-    CLIPModel(cfg).save_pretrained(path)
-    return str(path)
-
-
 def test_clip_score_from_a_local_folder(tmp_path):
-    folder = _tiny_clip(tmp_path / "clip")
-    reward = Reward(RewardConfig(mse=0.0, lpips=0.0, clip=1.0, clip_path=folder), class_names=["circle", "square"])
+    folder = tiny_clip_folder(tmp_path / "clip")
+    reward = Reward(RewardConfig(mse=0.0, lpips=0.0, clip=1.0, clip_path=folder), class_names=["disk", "square"])
     x = torch.rand(2, 3, 32, 32) * 2 - 1
     _, by_class = reward(x, None, torch.tensor([0, 1]))
     cond = PromptCondition(torch.zeros(2, 2, 3), torch.ones(2, 2, dtype=torch.long),
-                           texts=("a photo of a circle", "a photo of a square"))
+                           texts=("a photo of a disk", "a photo of a square"))
     _, by_text = reward(x, None, cond)
     assert by_class["clip"].shape == (2,) and (by_class["clip"].abs() <= 1).all()
     assert torch.allclose(by_class["clip"], by_text["clip"], atol=1e-6)  # the template gives the same texts

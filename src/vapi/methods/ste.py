@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import torch
 
 from vapi.config import helpf
-from vapi.methods.base import Method, MethodContext, Prepared, Rows, freeze
-from vapi.models.protocols import Condition
+from vapi.methods.base import Grid, Method, MethodContext, Prepared, Rows, freeze
+from vapi.models.protocols import Condition, index_condition
 from vapi.objectives import prior_ce
 from vapi.objectives.ste import relaxed_decode, ste_codebook
 
@@ -59,7 +59,17 @@ class SteMethod(Method):
 
     @torch.no_grad()
     def prepare(self, images, cond, keep_images: int = 0) -> Prepared:
-        return Prepared(SteWork(images, cond, self.tokenizer.encode(images)), {})
+        gt_tokens = self.tokenizer.encode(images)  # [B, T]
+        grid = None
+        if keep_images:  # the image log: one hard sample per image, drawn with its own generator (the run's is kept)
+            n, c = min(keep_images, images.shape[0]), self.cfg
+            self.model.eval()
+            with self.ctx.autocast():
+                logits = self.model.teacher_forced_logits(index_condition(cond, slice(0, n)), gt_tokens[:n])
+            sample, _ = relaxed_decode(self.tokenizer, logits.float(), c.tau, c.temperature, c.raw_codebook,
+                                       torch.Generator(images.device).manual_seed(0))  # [n, 3, H, W]
+            grid = Grid(images[:n], sample, -(sample - images[:n]).pow(2).flatten(1).mean(1))  # scored by −MSE
+        return Prepared(SteWork(images, cond, gt_tokens), {}, grid=grid)
 
     def loss(self, work: SteWork):
         c = self.cfg
