@@ -1,0 +1,126 @@
+"""One training step of every method on the same model and batch, side by side: what each costs next to VA-π.
+
+For vapi, ce, ste, tokenizer and grpo in turn (each in its own process, from the same initial weights and the same
+first batch of B real images): the best of `--repeats` whole `Trainer.step()` calls after one warm-up step, as time per
+real image and per trained sequence, and the peak memory of the step (CUDA: `max_memory_allocated`; CPU: the rise of
+the process's peak RSS over its footprint after setup, warm-up step included, since torch's CPU allocator is invisible to tracemalloc, whose
+Python-side peak is printed too). The paper's cost column, for comparison: VA-π 25, post-trained tokenizer 18, STE 381,
+AR-GRPO 149 minutes (ratios 1 : 0.72 : 15.2 : 6.0); its runs differ in steps and hardware, this bench in nothing but
+the method.
+
+    python benchmarks/bench_methods.py                                 # CPU-sized defaults
+    python benchmarks/bench_methods.py --dim 768 --layers 12 --vocab 16384 --grid 16 --images 8 --device cuda
+
+Rewards: MSE + LPIPS (random AlexNet backbone: timing only) for vapi / ste / tokenizer; grpo, which has no real image,
+scores brightness (a user `module:function` reward) after generating with CFG 2, so its reward is cheaper than theirs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import tracemalloc
+from pathlib import Path
+
+import torch
+
+from timing import timed
+from vapi.data.procedural import ProceduralShapes
+from vapi.models.llamagen_gpt import GPTConfig, LlamaGenGPT
+from vapi.models.llamagen_vq import VQConfig, VQModel
+from vapi.training.config import RunConfig
+from vapi.training.trainer import Trainer
+
+METHODS = ("vapi", "ce", "ste", "tokenizer", "grpo")
+PAPER_MINUTES = {"vapi": 25, "tokenizer": 18, "ste": 381, "grpo": 149}
+
+
+def brightness(images, targets, condition):
+    """The grpo bench reward: mean brightness [N]."""
+    return images.mean(dim=(1, 2, 3))
+
+
+def _rss_mib() -> float:
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+
+def measure(args, name: str) -> dict:
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    vq = VQModel(VQConfig(codebook_size=args.vocab, codebook_embed_dim=8, encoder_ch_mult=[1, 1, 2],
+                          decoder_ch_mult=[1, 1, 2], z_channels=32, ch=32))
+    policy = LlamaGenGPT(GPTConfig(dim=args.dim, n_layer=args.layers, n_head=args.heads, vocab_size=args.vocab,
+                                   block_size=args.grid**2, num_classes=10))
+    torch.nn.init.normal_(policy.output.weight, std=0.02)
+    data = ProceduralShapes(64, image_size=args.grid * vq.downsample, seed=0)
+    cfg = RunConfig()
+    cfg.objective.name = name
+    cfg.reward.lpips_net, cfg.reward.lpips_random_backbone = "alex", True  # timing only: weights do not matter
+    cfg.objective.num_generations = cfg.grpo.num_generations = args.generations
+    if name == "grpo":
+        cfg.reward.mse, cfg.reward.lpips, cfg.reward.functions = 0.0, 0.0, ["__main__:brightness"]
+    cfg.train.per_device_batch_size = args.images
+    cfg.train.micro_batch_size = args.micro_batch
+    cfg.train.device, cfg.train.progress, cfg.train.tensorboard = args.device, False, False
+    cfg.train.image_steps, cfg.train.output_dir = 0, tempfile.mkdtemp(prefix="vapi-bench-methods-")
+    trainer = Trainer(cfg, policy, vq, data)
+    base = _rss_mib()  # the footprint of models, optimizer and data before any step
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats(device)
+    trainer.step()  # warm-up (allocator, kernels, lazy init)
+    tracemalloc.start()
+    seconds, _ = timed(trainer.step, device, args.repeats)
+    _, py_peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else _rss_mib() - base
+    B, rows = args.images, cfg.rows_per_image
+    return {"method": name, "step_s": seconds, "per_image_s": seconds / B, "per_sequence_s": seconds / (B * rows),
+            "sequences": B * rows, "peak_mib": peak, "python_peak_mib": py_peak / 2**20,
+            "trained_params": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dim", type=int, default=256)
+    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--heads", type=int, default=8)
+    ap.add_argument("--vocab", type=int, default=1024)
+    ap.add_argument("--grid", type=int, default=8, help="token grid side: T = grid²")
+    ap.add_argument("--images", type=int, default=4, help="B: real images per step")
+    ap.add_argument("--generations", type=int, default=8, help="G of vapi and grpo")
+    ap.add_argument("--micro-batch", type=int, default=16)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--json", help="write the rows to this file")
+    ap.add_argument("--only", help=argparse.SUPPRESS)  # internal: measure one method in this process
+    args = ap.parse_args(argv)
+    if args.only:
+        print(json.dumps(measure(args, args.only)))
+        return
+    rows = []
+    for name in args.methods.split(","):  # one process per method: peak memory of its own
+        cmd = [sys.executable, __file__, *(argv if argv is not None else sys.argv[1:]), "--only", name]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        rows.append(json.loads(out.strip().splitlines()[-1]))
+    print(f"GPT dim {args.dim} × {args.layers} layers, vocab {args.vocab}, T={args.grid**2}, B={args.images}, "
+          f"G={args.generations}, {args.device}, best of {args.repeats}")
+    ref = next((r for r in rows if r["method"] == "vapi"), rows[0])
+    print(f"{'method':<10} {'step s':>8} {'s/image':>9} {'s/seq':>9} {'seqs':>5} {'peak MiB':>9} {'× vapi':>7} "
+          f"{'paper ×':>8}")
+    for r in rows:
+        paper = PAPER_MINUTES.get(r["method"])
+        paper_ratio = f"{paper / PAPER_MINUTES['vapi']:.2f}" if paper else "-"
+        print(f"{r['method']:<10} {r['step_s']:8.3f} {r['per_image_s']:9.4f} {r['per_sequence_s']:9.5f} "
+              f"{r['sequences']:5d} {r['peak_mib']:9.1f} {r['step_s'] / ref['step_s']:7.2f} {paper_ratio:>8}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
