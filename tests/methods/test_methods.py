@@ -154,3 +154,13 @@ def test_user_reward_is_loaded_and_logged(tmp_path, shapes16, user_rewards):
     Trainer(cfg, tiny_policy(), tiny_tokenizer(), shapes16).train()
     row = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
     assert {"rewards/mse/mean", "rewards/redness/mean"} <= set(row)
+
+
+@pytest.mark.parametrize("logprobs", ["conditional", "guided"])
+def test_grpo_first_update_is_on_policy(logprobs, tmp_path, shapes16, user_rewards):
+    """All GRPO passes run in eval mode, so before the first optimizer step the ratio is exactly 1."""
+    cfg = method_config(tmp_path, "grpo", max_steps=1)
+    cfg.grpo.logprobs = logprobs
+    metrics = Trainer(cfg, tiny_policy(), tiny_tokenizer(), shapes16).step()
+    assert metrics["ratio_mean"] == pytest.approx(1.0, abs=1e-6) and metrics["clip_ratio"] == 0.0
+    assert metrics["kl"] == pytest.approx(0.0, abs=1e-6)

@@ -7,7 +7,7 @@ For each of ddp and fsdp it trains the tiny policy 2 steps with 2 images per ran
 with the ranks sharing the shards. The single-rank halves run in the test process and compare.
 
 Comparable math on 1 and 2 ranks: dropout off (policy_mode=eval), and `per_image_rollout` replaces the trainer's
-rollout so that each image's context noise and G samples come from a generator seeded by the image itself, not from
+rollout (in `vapi.methods.vapi`) so that each image's context noise and G samples come from a generator seeded by the image itself, not from
 a per-rank stream; group advantages are per image, so they are the same on any rank either way.
 """
 import sys
@@ -60,12 +60,13 @@ def sample_args(root: Path, out_dir: Path) -> list[str]:
 
 def main(out: Path) -> None:
     from vapi.cli import main as cli_main
+    from vapi.methods import vapi as vapi_method
     from vapi.training import trainer as trainer_module
     from vapi.training.distributed import exit_process, init_distributed
 
     torch.set_num_threads(1)
     info = init_distributed("cpu")
-    trainer_module.teacher_forced_rollout = per_image_rollout
+    vapi_method.teacher_forced_rollout = per_image_rollout
     for parallel in ("ddp", "fsdp"):
         cfg = equivalence_config(out / parallel, parallel, per_device_batch_size=2)
         trainer_module.Trainer(cfg, tiny_policy(), tiny_tokenizer(), dataset(), dist=info).train()

@@ -18,6 +18,7 @@ from dist_worker import dataset, equivalence_config, per_image_rollout, sample_a
 from tiny import tiny_policy, tiny_tokenizer
 from vapi.cli import main
 from vapi.data.procedural import ProceduralShapes, save_as_image_folder
+from vapi.methods import vapi as vapi_method
 from vapi.models.checkpoint import save_pretrained
 from vapi.models.state_dict_io import read_folder_weights
 from vapi.training import trainer as trainer_module
@@ -59,7 +60,7 @@ def checkpoint(root: Path, parallel: str, step: int) -> Path:
 @pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
 def test_one_update_on_two_ranks_equals_one_rank(two_ranks, parallel, tmp_path, monkeypatch):
     root, _ = two_ranks
-    monkeypatch.setattr(trainer_module, "teacher_forced_rollout", per_image_rollout)
+    monkeypatch.setattr(vapi_method, "teacher_forced_rollout", per_image_rollout)
     policy = tiny_policy()
     before = {k: v.clone() for k, v in policy.state_dict().items()}
     cfg = equivalence_config(tmp_path, "none", per_device_batch_size=4)
@@ -83,7 +84,7 @@ def test_save_on_two_ranks_resume_on_one(two_ranks, parallel, tmp_path, monkeypa
     root, _ = two_ranks
     saved = checkpoint(root, parallel, 1)
     assert sorted(p.name for p in (saved / "rng").iterdir()) == ["rank-00000.pt", "rank-00001.pt"]
-    monkeypatch.setattr(trainer_module, "teacher_forced_rollout", per_image_rollout)
+    monkeypatch.setattr(vapi_method, "teacher_forced_rollout", per_image_rollout)
     cfg = equivalence_config(tmp_path, "none", per_device_batch_size=4)
     policy = tiny_policy(seed=123)  # a different init: everything must come from the checkpoint
     trainer = trainer_module.Trainer(cfg, policy, tiny_tokenizer(), dataset(), resume=str(saved))
