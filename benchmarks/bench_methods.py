@@ -1,12 +1,12 @@
 """One training step of every method on the same model and batch, side by side: what each costs next to VA-π.
 
 For vapi, ce, ste, tokenizer and grpo in turn (each in its own process, from the same initial weights and the same
-first batch of B real images): the best of `--repeats` whole `Trainer.step()` calls after one warm-up step, as time per
-real image and per trained sequence, and the peak memory of the step (CUDA: `max_memory_allocated`; CPU: the rise of
-the process's peak RSS over its footprint after setup, warm-up step included, since torch's CPU allocator is invisible to tracemalloc, whose
-Python-side peak is printed too). The paper's cost column, for comparison: VA-π 25, post-trained tokenizer 18, STE 381,
-AR-GRPO 149 minutes (ratios 1 : 0.72 : 15.2 : 6.0); its runs differ in steps and hardware, this bench in nothing but
-the method.
+batches of B real images): the best of `--repeats` whole `Trainer.step()` calls after one warm-up step, as time per
+real image and per trained sequence, and the peak memory a step adds to the footprint of models, optimizer state and
+data (CUDA: `max_memory_allocated`; CPU: resident memory sampled every millisecond, since torch's CPU allocator is
+invisible to tracemalloc, whose Python-side peak goes to the JSON rows). The paper's cost column, for comparison:
+VA-π 25, post-trained tokenizer 18, STE 381, AR-GRPO 149 minutes (1 : 0.72 : 15.2 : 6.0); its runs differ in steps
+and hardware, this bench in nothing but the method.
 
     python benchmarks/bench_methods.py                                 # CPU-sized defaults
     python benchmarks/bench_methods.py --dim 768 --layers 12 --vocab 16384 --grid 16 --images 8 --device cuda
@@ -22,6 +22,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import tracemalloc
 from pathlib import Path
 
@@ -44,8 +45,32 @@ def brightness(images, targets, condition):
 
 
 def _rss_mib() -> float:
-    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+    """The process's resident memory now (Linux /proc), else its peak so far."""
+    try:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * resource.getpagesize() / 2**20
+    except OSError:
+        scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+
+class RssPeak:
+    """Samples the resident memory every millisecond in a thread; `peak` is the highest value seen. torch's CPU
+    tensors of any size are mmap-backed and unmapped when freed, so resident memory follows live tensors."""
+
+    def __enter__(self):
+        self.peak, self._stop = _rss_mib(), threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+        return self
+
+    def _poll(self):
+        while not self._stop.wait(0.001):
+            self.peak = max(self.peak, _rss_mib())
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _rss_mib())
 
 
 def measure(args, name: str) -> dict:
@@ -68,16 +93,20 @@ def measure(args, name: str) -> dict:
     cfg.train.device, cfg.train.progress, cfg.train.tensorboard = args.device, False, False
     cfg.train.image_steps, cfg.train.output_dir = 0, tempfile.mkdtemp(prefix="vapi-bench-methods-")
     trainer = Trainer(cfg, policy, vq, data)
-    base = _rss_mib()  # the footprint of models, optimizer and data before any step
+    trainer.step()  # warm-up (allocator, kernels, lazy init, AdamW state)
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats(device)
-    trainer.step()  # warm-up (allocator, kernels, lazy init)
+    base = torch.cuda.memory_allocated(device) if device.type == "cuda" else _rss_mib()  # before the step
     tracemalloc.start()
-    seconds, _ = timed(trainer.step, device, args.repeats)
+    with RssPeak() as rss:
+        seconds, _ = timed(trainer.step, device, args.repeats)
     _, py_peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else _rss_mib() - base
+    if device.type == "cuda":
+        peak = (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    else:
+        peak = rss.peak - base
     B, rows = args.images, cfg.rows_per_image
     return {"method": name, "step_s": seconds, "per_image_s": seconds / B, "per_sequence_s": seconds / (B * rows),
             "sequences": B * rows, "peak_mib": peak, "python_peak_mib": py_peak / 2**20,

@@ -61,7 +61,6 @@ class Rows:
 class Method:
     """Base class: a method sets `model` (and `forward_module` if it differs) in its constructor."""
 
-    rows_per_image: int = 1  # sequences the loss sees per real image (G for group methods)
     model: nn.Module
     wrapped: nn.Module
 
@@ -77,9 +76,6 @@ class Method:
 
     def loss(self, work) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         raise NotImplementedError
-
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        return [p for p in self.model.parameters() if p.requires_grad]
 
 
 def freeze(module: nn.Module) -> nn.Module:

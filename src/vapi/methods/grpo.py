@@ -50,10 +50,6 @@ class GrpoConfig:
         if self.cfg_scale <= 0 or self.temperature <= 0 or self.epsilon <= 0 or self.beta < 0 or self.adv_clip < 0:
             raise ValueError("grpo: cfg_scale, temperature, epsilon must be > 0 and beta, adv_clip >= 0")
 
-    @property
-    def rows_per_image(self) -> int:
-        return self.num_generations
-
 
 @dataclass
 class GrpoWork(Rows):
@@ -72,7 +68,6 @@ class GrpoMethod(Method):
             off = " ".join(f"reward.{n}=0" for n in reward.cfg.target_terms())
             raise ValueError(f"objective.name=grpo scores free-running samples, which have no real image: set {off}")
         self.cfg, self.model, self.tokenizer, self.reward, self.ctx = cfg, policy, freeze(tokenizer), reward, ctx
-        self.rows_per_image = cfg.num_generations
         self.loss_fn = GRPOLoss(cfg.epsilon, cfg.beta, cfg.temperature)
         self.ref_policy = freeze(copy.deepcopy(policy)) if cfg.beta > 0 else None
         self.sampling = SamplingConfig(cfg_scale=cfg.cfg_scale, temperature=cfg.temperature, top_k=cfg.top_k,

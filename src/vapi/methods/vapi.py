@@ -52,7 +52,6 @@ class VaPiMethod(Method):
         if not reward.items:
             raise ValueError("objective.name=vapi needs a reward: set reward.mse / reward.lpips / ... > 0")
         self.cfg, self.model, self.tokenizer, self.reward, self.ctx = cfg, policy, freeze(tokenizer), reward, ctx
-        self.rows_per_image = cfg.num_generations
         self.ref_policy = freeze(copy.deepcopy(policy)) if cfg.beta > 0 else None
         self.shared_update = uses_shared_update(cfg.update_layout, cfg.policy_mode, policy)
         self.loss_fn = VaPiLoss(epsilon=cfg.epsilon, prior_weight=0.0 if cfg.policy_mode == "twice" else
