@@ -192,14 +192,19 @@ def resolve_config_path(path: str | Path) -> Path:
     raise ConfigError(f"config file {p} does not exist; {hint}shipped configs: {', '.join(sorted(shipped))}")
 
 
-def _expand_leaf(cls, item: str) -> str:
+def _expand_leaf(cls, item: str, sections: list[str] = ()) -> str:
     """`learning_rate=1e-5` → `optim.learning_rate=1e-5` when exactly one option has that name (TRL-style flat
-    flags); anything else is left for the schema check."""
+    flags), or exactly one in the first of `sections` that has it (e.g. the selected method's section before the
+    others); anything else is left for the schema check."""
     key, eq, value = item.partition("=")
     key = key.strip().replace("-", "_")
     if "." in key or not eq or key in {f.name for f in dataclasses.fields(cls)}:
         return f"{key}{eq}{value}"
     matches = [k for k in flat_keys(cls) if k.rsplit(".", 1)[-1] == key]
+    for section in sections:
+        if len(matches) > 1:
+            preferred = [k for k in matches if k.startswith(section + ".")]
+            matches = preferred if preferred else matches
     return f"{matches[0] if len(matches) == 1 else key}={value}"
 
 
@@ -212,8 +217,15 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path} must hold a YAML mapping of options")
         data = _merge(data, loaded)
+    sections = []
+    if hasattr(cls, "flat_name_sections"):  # which section a flat name shared by several means, from the dotted keys
+        dotted = data
+        for item in overrides:
+            if "." in item.partition("=")[0]:
+                dotted = _merge(dotted, parse_override(item))
+        sections = cls.flat_name_sections(dotted)
     for item in overrides:
-        data = _merge(data, parse_override(_expand_leaf(cls, item)))
+        data = _merge(data, parse_override(_expand_leaf(cls, item, sections)))
     try:
         return from_dict(cls, data)
     except UnknownOption as e:  # suggest from the whole schema: `train.learning_rate` → `optim.learning_rate`

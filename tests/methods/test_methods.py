@@ -164,3 +164,18 @@ def test_grpo_first_update_is_on_policy(logprobs, tmp_path, shapes16, user_rewar
     metrics = Trainer(cfg, tiny_policy(), tiny_tokenizer(), shapes16).step()
     assert metrics["ratio_mean"] == pytest.approx(1.0, abs=1e-6) and metrics["clip_ratio"] == 0.0
     assert metrics["kl"] == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("name", ["ste", "tokenizer", "grpo"])
+def test_baseline_presets_validate(name):
+    cfg = load_config(RunConfig, f"{name}_llamagen_c2i_xxl_384")
+    assert cfg.objective.name == name and cfg.model.gpt_model == "GPT-XXL" and cfg.model.image_size == 384
+    assert cfg.grad_accum_steps >= 1
+    if name == "grpo":
+        assert cfg.reward.target_terms() == [] and cfg.grpo.cfg_scale == 2.0 and cfg.grpo.beta == 0.1
+
+
+def test_flat_names_set_the_selected_methods_option():
+    cfg = load_config(RunConfig, None, ["objective.name=grpo", "num_generations=4", "reward.mse=0"])
+    assert cfg.grpo.num_generations == 4 and cfg.objective.num_generations == 8
+    assert load_config(RunConfig, None, ["num_generations=4"]).objective.num_generations == 4

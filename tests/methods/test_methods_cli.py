@@ -61,7 +61,7 @@ def test_grpo_on_captions_with_a_clip_reward(assets, tmp_path):
     assert main([*args, "train.max_steps=1"]) == 0
     assert main([*args, "train.max_steps=2", "--resume"]) == 0
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == [1, 2] and all("reward/clip" in r and "kl" in r for r in rows)
+    assert [r["step"] for r in rows] == [1, 2] and all("rewards/clip/mean" in r and "kl" in r for r in rows)
 
 
 def test_grpo_without_a_target_free_reward_is_one_line(assets, tmp_path, capsys):

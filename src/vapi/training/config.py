@@ -213,6 +213,13 @@ class RunConfig:
             raise ValueError("every reward weight is 0 (reward.mse, l1, lpips, discriminator, codebook_cosine, "
                              "features): VA-π needs at least one, e.g. reward.mse=1")
 
+    @staticmethod
+    def flat_name_sections(data: dict) -> list[str]:
+        """A flat override naming an option several methods have (`num_generations=4`, `temperature=0.9`) sets the
+        selected method's: its section first, then `objective`."""
+        name = (data.get("objective") or {}).get("name", "vapi")
+        return [name, "objective"] if name in ("ste", "tokenizer", "grpo") else ["objective"]
+
     @property
     def rows_per_image(self) -> int:
         """Sequences the method trains on per real image: G for the group methods, 1 for ce / ste / tokenizer."""
