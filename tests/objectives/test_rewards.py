@@ -50,7 +50,8 @@ def test_discriminator_term_loads_llamagen_layout(tmp_path):
     loaded = load_discriminator(str(tmp_path / "vq_train.pt"))
     x = torch.rand(3, 3, 32, 32) * 2 - 1
     assert torch.allclose(loaded(x), disc(x))
-    reward = Reward(RewardConfig(mse=0.0, lpips=0.0, discriminator=0.5, discriminator_path=str(tmp_path / "vq_train.pt")))
+    reward = Reward(RewardConfig(mse=0.0, lpips=0.0, discriminator=0.5,
+                                 discriminator_path=str(tmp_path / "vq_train.pt")))
     terms = reward.terms(x, x)
     assert torch.allclose(terms["discriminator"], disc(x).flatten(1).mean(1))
     with pytest.raises(ValueError, match="discriminator_path"):

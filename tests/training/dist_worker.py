@@ -6,9 +6,9 @@ For each of ddp and fsdp it trains the tiny policy 2 steps with 2 images per ran
 (OUT/<parallel>/run/checkpoints/step-00000{1,2}); then `vapi sample` draws OUT/gpt's samples into OUT/samples2
 with the ranks sharing the shards. The single-rank halves run in the test process and compare.
 
-Comparable math on 1 and 2 ranks: dropout off (policy_mode=eval), and `per_image_rollout` replaces the trainer's
-rollout (in `vapi.methods.vapi`) so that each image's context noise and G samples come from a generator seeded by the image itself, not from
-a per-rank stream; group advantages are per image, so they are the same on any rank either way.
+Comparable math on 1 and 2 ranks: dropout off (policy_mode=eval), and `per_image_rollout` replaces the rollout of
+`vapi.methods.vapi` so that each image's context noise and G samples come from a generator seeded by the image
+itself, not from a per-rank stream; group advantages are per image, so they are the same on any rank either way.
 """
 import sys
 from pathlib import Path

@@ -1,9 +1,9 @@
 """The frozen networks behind reward terms, loaded offline: LPIPS, LlamaGen's PatchGAN, a vapi classifier, CLIP.
 
 Nothing here downloads. LPIPS's backbone (torchvision VGG16/AlexNet) is read from torchvision's cache
-(`$TORCH_HOME/hub/checkpoints/`, filled by `vapi download lpips`) or an explicit file; the PatchGAN from a LlamaGen VQ training checkpoint; a
-classifier from a vapi classifier folder (`vapi pretrain features`); CLIP from a local transformers folder
-(`CLIPModel.save_pretrained` + its tokenizer). A missing file is one error that says what to place where.
+(`$TORCH_HOME/hub/checkpoints/`, filled by `vapi download lpips`) or an explicit file; the PatchGAN from a LlamaGen VQ
+training checkpoint; a classifier from a vapi classifier folder (`vapi pretrain features`); CLIP from a local
+transformers folder (`CLIPModel.save_pretrained` + its tokenizer). A missing file is one error that says what to place where.
 `lpips_random_backbone` exists for plumbing tests only, never for reported numbers.
 """
 from __future__ import annotations

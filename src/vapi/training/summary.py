@@ -10,6 +10,7 @@ import json
 import math
 from pathlib import Path
 
+from vapi.config import to_dict
 from vapi.training.config import RunConfig, resolve_report_to
 
 
@@ -49,23 +50,32 @@ def run_summary(cfg: RunConfig, trainer, dataset, notes: list[str] = ()) -> dict
     policy, tokenizer, world = trainer.policy, trainer.tokenizer, trainer.dist.world_size
     tokens = policy.num_image_tokens
     side = math.isqrt(tokens)
-    vapi = o.name == "vapi"
-    seqs = t.per_device_batch_size * (o.num_generations if vapi else 1)
+    vapi, rows = o.name == "vapi", cfg.rows_per_image
+    seqs = t.per_device_batch_size * rows
     use_bf16 = t.precision == "bf16" or (t.precision == "auto" and trainer.device.type == "cuda")
     reward_terms = {k: getattr(cfg.reward, k) for k in ("mse", "l1", "lpips", "discriminator", "codebook_cosine",
-                                                       "features") if getattr(cfg.reward, k)}
+                                                       "features", "classifier", "clip") if getattr(cfg.reward, k)}
+    weights = cfg.reward.function_weights or [1.0] * len(cfg.reward.functions)
+    reward_terms.update(dict(zip(cfg.reward.functions, weights)))
+    model = trainer.model  # what the method trains: the generator, or the tokenizer (objective.name=tokenizer)
+    method = {"name": o.name, "trains": type(model).__name__,
+              "trainable_m": round(sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6, 2)}
+    if vapi:
+        method.update(num_generations=o.num_generations, context_noise=o.context_noise, prior_weight=o.prior_weight)
+    elif o.name != "ce":
+        method.update(to_dict(getattr(cfg, o.name)))  # the method's own section
+    if o.name != "ce":
+        method["reward"] = reward_terms
     return {
         "generator": _generator(cfg, policy),
         "resolution": {"image_size": cfg.model.image_size, "token_grid": f"{side}x{side}", "image_tokens": tokens},
         "tokenizer": {"path": cfg.model.vq or "(inside the Janus model)", "codebook": tokenizer.vocab_size},
         "dataset": _dataset(cfg, dataset),
-        "objective": {"name": o.name, "num_generations": o.num_generations if vapi else None,
-                      "context_noise": o.context_noise if vapi else None, "prior_weight": o.prior_weight,
-                      "reward": reward_terms if vapi else None},
-        "batch": {"images_per_device": t.per_device_batch_size, "num_generations": o.num_generations if vapi else 1,
-                  "sequences_per_device": seqs, "micro_batch_size": t.micro_batch_size,
-                  "micro_batches_per_optimizer_step": cfg.grad_accum_steps if vapi else None,
-                  "optimizer_steps_per_rollout": t.steps_per_generation * t.num_iterations if vapi else 1,
+        "objective": method,
+        "batch": {"images_per_device": t.per_device_batch_size, "sequences_per_image": rows,
+                  "sequences_per_device": seqs, "micro_batch_size": cfg.micro_batch_size,
+                  "micro_batches_per_optimizer_step": cfg.grad_accum_steps,
+                  "optimizer_steps_per_rollout": t.steps_per_generation * t.num_iterations,
                   "world_size": world, "images_per_step": t.per_device_batch_size * world,
                   "sequences_per_step": seqs * world, "max_steps": t.max_steps,
                   "learning_rate": cfg.optim.learning_rate},
