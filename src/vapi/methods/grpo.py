@@ -21,12 +21,18 @@ import torch
 
 from vapi.config import helpf
 from vapi.methods.base import Grid, Method, MethodContext, Prepared, Rows, freeze
-from vapi.models.protocols import Condition, cat_conditions, repeat_condition
+from vapi.models.protocols import Condition, cat_conditions, index_condition, repeat_condition
 from vapi.objectives import group_advantages
 from vapi.objectives.grpo import LOGPROBS, GRPOLoss, guided_logits
 from vapi.objectives.rewards import score_tokens
 from vapi.objectives.rollout import token_logprobs
 from vapi.sampling import SamplingConfig, generate
+
+LOGPROB_CHUNK = 16  # sequences per no-grad forward for the old log-probs: bounds the [n, T, V] logits held at once
+
+
+def _chunks(n: int, size: int) -> list[slice]:
+    return [slice(s, min(s + size, n)) for s in range(0, n, size)]
 
 
 @dataclass
@@ -92,7 +98,9 @@ class GrpoMethod(Method):
                                                keep_images=keep_images * G)  # [B*G]
         advantages = group_advantages(rewards, G, clip=self.cfg.adv_clip or None)  # [B*G]
         self.model.eval()
-        old_logps = token_logprobs(self._logits(self.wrapped, cond, tokens), tokens, self.cfg.temperature)
+        old_logps = torch.cat([token_logprobs(self._logits(self.wrapped, index_condition(cond, part), tokens[part]),
+                                              tokens[part], self.cfg.temperature)
+                               for part in _chunks(tokens.shape[0], LOGPROB_CHUNK)])  # [B*G, T]
         metrics = {f"rewards/{k}/mean": v.mean().item() for k, v in terms.items()}
         metrics["frac_reward_zero_std"] = (rewards.view(-1, G).std(dim=1) == 0).float().mean().item()
         metrics["advantage_abs"] = advantages.abs().mean().item()
