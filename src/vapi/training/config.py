@@ -209,9 +209,12 @@ class RunConfig:
 
     def __post_init__(self):
         self.grad_accum_steps  # validates the batch arithmetic early
-        if self.objective.name == "vapi" and not self.reward.any_term:
-            raise ValueError("every reward weight is 0 (reward.mse, l1, lpips, discriminator, codebook_cosine, "
-                             "features): VA-π needs at least one, e.g. reward.mse=1")
+        if self.objective.name != "ce" and not self.reward.any_term:
+            example = "reward.classifier=1 or reward.functions=[module:function]" if self.objective.name == "grpo" \
+                else "reward.mse=1"
+            raise ValueError(f"every reward weight is 0 (reward.mse, l1, lpips, discriminator, codebook_cosine, "
+                             f"features, classifier, clip, functions): objective.name={self.objective.name} needs at "
+                             f"least one, e.g. {example}")
 
     @staticmethod
     def flat_name_sections(data: dict) -> list[str]:
