@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from helpers import run_config, trainer, weights
+from vapi.methods import vapi as vapi_method
 from vapi.models.state_dict_io import read_folder_weights
 from vapi.objectives import rewards as rewards_module
 from vapi.training import checkpoint as ckpt
-from vapi.training import trainer as trainer_module
 from vapi.training.checkpoint import NonFiniteWeightsError
 from vapi.training.guards import NonFiniteError
 
@@ -27,7 +27,7 @@ def poison_rewards(monkeypatch, bad_calls, value=float("nan")):
             rewards[0] = value
         return rewards, terms, decoded
 
-    monkeypatch.setattr(trainer_module, "score_tokens", score)
+    monkeypatch.setattr(vapi_method, "score_tokens", score)  # where the VA-π method scores its samples
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])
