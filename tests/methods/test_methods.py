@@ -147,6 +147,13 @@ def test_method_reward_mismatch_is_one_line(name, fix, tmp_path, shapes16, user_
     assert "\n" not in str(err.value)
 
 
+def test_tokenizer_method_refuses_generator_only_options(tmp_path, shapes16):
+    cfg = method_config(tmp_path, "tokenizer")
+    cfg.train.gradient_checkpointing = True
+    with pytest.raises(ValueError, match="use ddp and no checkpointing"):
+        Trainer(cfg, tiny_policy(), tiny_tokenizer(), shapes16)
+
+
 def test_user_reward_is_loaded_and_logged(tmp_path, shapes16, user_rewards):
     cfg = method_config(tmp_path, "vapi", max_steps=1)
     cfg.reward.functions = ["method_rewards:redness"]

@@ -37,6 +37,9 @@ def build_method(cfg, policy, tokenizer, ctx: MethodContext, reward: Reward | No
         "tokenizer": lambda: TokenizerMethod(cfg.tokenizer, policy, tokenizer, reward, ctx),
         "grpo": lambda: GrpoMethod(cfg.grpo, policy, tokenizer, reward, ctx),
     }
+    if name == "tokenizer" and (cfg.train.gradient_checkpointing or cfg.train.parallel == "fsdp"):
+        raise ValueError("objective.name=tokenizer trains the VQ decoder: train.gradient_checkpointing and "
+                         "train.parallel=fsdp apply to the generator's transformer blocks; use ddp and no checkpointing")
     if name not in builders:
         raise ValueError(f"objective.name must be one of vapi, ce, {', '.join(sorted(set(builders) - {'vapi'}))}; "
                          f"got {name!r}")
