@@ -136,7 +136,7 @@ def test_resume_is_bit_exact_in_the_shared_layout(tmp_path, shapes16):
     Trainer(config(tmp_path / "b", 2), tiny_policy(), tiny_tokenizer(), shapes16).train()
     resumed = tiny_policy(seed=123)
     trainer = Trainer(config(tmp_path / "b", 4), resumed, tiny_tokenizer(), shapes16, resume=True)
-    assert trainer.shared_update and trainer.state.step == 2
+    assert trainer.method.shared_update and trainer.state.step == 2
     trainer.train()
     for name, value in full.state_dict().items():
         assert torch.equal(value, resumed.state_dict()[name]), name
