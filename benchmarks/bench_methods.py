@@ -28,11 +28,7 @@ from pathlib import Path
 
 import torch
 
-from timing import timed
-from vapi.data.procedural import ProceduralShapes
-from vapi.models.llamagen_gpt import GPTConfig, LlamaGenGPT
-from vapi.models.llamagen_vq import VQConfig, VQModel
-from vapi.training.config import RunConfig
+from timing import bench_setup, timed
 from vapi.training.trainer import Trainer
 
 METHODS = ("vapi", "ce", "ste", "tokenizer", "grpo")
@@ -75,16 +71,7 @@ class RssPeak:
 
 def measure(args, name: str) -> dict:
     device = torch.device(args.device)
-    torch.manual_seed(0)
-    vq = VQModel(VQConfig(codebook_size=args.vocab, codebook_embed_dim=8, encoder_ch_mult=[1, 1, 2],
-                          decoder_ch_mult=[1, 1, 2], z_channels=32, ch=32))
-    policy = LlamaGenGPT(GPTConfig(dim=args.dim, n_layer=args.layers, n_head=args.heads, vocab_size=args.vocab,
-                                   block_size=args.grid**2, num_classes=10))
-    torch.nn.init.normal_(policy.output.weight, std=0.02)
-    data = ProceduralShapes(64, image_size=args.grid * vq.downsample, seed=0)
-    cfg = RunConfig()
-    cfg.objective.name = name
-    cfg.reward.lpips_net, cfg.reward.lpips_random_backbone = "alex", True  # timing only: weights do not matter
+    vq, policy, data, cfg = bench_setup(args)
     cfg.objective.num_generations = cfg.grpo.num_generations = args.generations
     if name == "grpo":
         cfg.reward.mse, cfg.reward.lpips, cfg.reward.functions = 0.0, 0.0, ["__main__:brightness"]

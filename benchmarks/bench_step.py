@@ -24,14 +24,10 @@ import weakref
 
 import torch
 
-from timing import timed
-from vapi.data.procedural import ProceduralShapes
+from timing import bench_setup, timed
 from vapi.methods.vapi import VaPiWork
-from vapi.models.llamagen_gpt import GPTConfig, LlamaGenGPT
-from vapi.models.llamagen_vq import VQConfig, VQModel
 from vapi.objectives import group_advantages, sample_from_logits, teacher_forced_rollout
 from vapi.sampling import SamplingConfig, generate
-from vapi.training.config import RunConfig
 from vapi.training.trainer import Trainer
 
 PRESETS = {"cpu": dict(dim=256, layers=6, heads=8, vocab=1024, grid=16),
@@ -75,15 +71,7 @@ class SavedBytes:
 
 
 def build(args, device):
-    torch.manual_seed(0)
-    vq = VQModel(VQConfig(codebook_size=args.vocab, codebook_embed_dim=8, encoder_ch_mult=[1, 1, 2],
-                          decoder_ch_mult=[1, 1, 2], z_channels=32, ch=32))
-    policy = LlamaGenGPT(GPTConfig(dim=args.dim, n_layer=args.layers, n_head=args.heads, vocab_size=args.vocab,
-                                   block_size=args.grid ** 2, num_classes=10))
-    torch.nn.init.normal_(policy.output.weight, std=0.02)
-    data = ProceduralShapes(64, image_size=args.grid * vq.downsample, seed=0)
-    cfg = RunConfig()
-    cfg.reward.lpips_net, cfg.reward.lpips_random_backbone = "alex", True  # timing only: weights do not matter
+    vq, policy, data, cfg = bench_setup(args)
     cfg.objective.num_generations, cfg.objective.policy_mode = args.generations, "eval"
     cfg.objective.context_noise = 0.0
     cfg.train.per_device_batch_size, cfg.train.micro_batch_size = args.images, args.micro_batch
