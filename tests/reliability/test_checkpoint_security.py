@@ -80,3 +80,22 @@ def test_cli_resume_of_crafted_checkpoint_is_one_line(cli_run, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and ".metadata" in err
     assert not marker.exists() and (ckpt / "model").is_dir()  # nothing deleted either
+
+
+def test_crafted_optimizer_value_inside_dcp_runs_nothing(run):
+    """A well-formed DCP checkpoint whose pickled non-tensor entry (an optimizer hyper-parameter) carries a payload:
+    DCP's own planner would unpickle it freely; vapi's reads such entries with weights_only=True."""
+    import shutil
+
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+
+    from helpers import Payload
+
+    cfg, ckpt, marker = run
+    t = trainer(cfg, resume=True)  # a genuine resume loads
+    state = {"model": get_model_state_dict(t.model), "optimizer": get_optimizer_state_dict(t.model, t.optimizer)}
+    state["optimizer"]["param_groups"][0]["lr"] = Payload(marker)
+    shutil.rmtree(ckpt / "dcp")
+    dcp.save(state, checkpoint_id=str(ckpt / "dcp"))
+    resume_refused(cfg, marker, "dcp")

@@ -45,7 +45,7 @@ from vapi.models.checkpoint import save_pretrained
 from vapi.models.lora import merged_state_dict
 from vapi.models.state_dict_io import read_model_config
 from vapi.training.distributed import barrier
-from vapi.training.safe_load import (SafeMetadataReader, UnsafeCheckpointError,  # noqa: F401 (re-exported)
+from vapi.training.safe_load import (SafeLoadPlanner, SafeMetadataReader, UnsafeCheckpointError,  # noqa: F401 (re-exported)
                                      safe_load_metadata, safe_torch_load)
 
 PREFIX = "step-"
@@ -229,7 +229,8 @@ def load_checkpoint(path: Path, policy: torch.nn.Module, optimizer: torch.optim.
     # The templates carry this run's sharding; DCP reads into them whatever the saving run's sharding was.
     state = {"model": get_model_state_dict(policy), "optimizer": get_optimizer_state_dict(policy, optimizer)}
     try:
-        _dcp(dcp.load, state, path / "dcp", storage_reader=SafeMetadataReader(str(path / "dcp")))
+        _dcp(dcp.load, state, path / "dcp", storage_reader=SafeMetadataReader(str(path / "dcp")),
+             planner=SafeLoadPlanner())
     except UnsafeCheckpointError:
         raise
     except (Exception, CheckpointException) as e:  # DCP wraps every rank's failure in a CheckpointException

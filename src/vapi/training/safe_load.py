@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint._traverse import set_element  # the setter DCP's own planner uses
+from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
 
 
 class UnsafeCheckpointError(ValueError):
@@ -71,6 +73,18 @@ class SafeMetadataReader(dcp.FileSystemReader):
             metadata.storage_meta = StorageMeta()
         metadata.storage_meta.load_id = self.load_id
         return metadata
+
+
+class SafeLoadPlanner(DefaultLoadPlanner):
+    """DCP's default load planner, except that non-tensor values (optimizer hyper-parameters, stored by DCP as
+    pickled bytes) are read with `torch.load(weights_only=True)`; DCP's own planner unpickles them freely."""
+
+    def load_bytes(self, read_item, value: io.BytesIO) -> None:
+        obj = torch.load(value, weights_only=True)
+        if self.flatten_state_dict:
+            set_element(self.original_state_dict, self.mappings[read_item.dest_index.fqn], obj)
+        else:
+            self.state_dict[read_item.dest_index.fqn] = obj
 
 
 def safe_torch_load(path: Path):
