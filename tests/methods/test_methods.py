@@ -186,3 +186,17 @@ def test_flat_names_set_the_selected_methods_option():
     cfg = load_config(RunConfig, None, ["objective.name=grpo", "num_generations=4", "reward.mse=0"])
     assert cfg.grpo.num_generations == 4 and cfg.objective.num_generations == 8
     assert load_config(RunConfig, None, ["num_generations=4"]).objective.num_generations == 4
+
+
+@pytest.mark.parametrize("name", ["ste", "grpo", "tokenizer"])
+def test_methods_that_call_the_generator_outside_forward_refuse_fsdp(name, tmp_path, user_rewards):
+    from contextlib import nullcontext
+
+    from vapi.methods import MethodContext, build_method
+
+    cfg = method_config(tmp_path, name)
+    cfg.train.parallel = "fsdp"
+    ctx = MethodContext(torch.device("cpu"), nullcontext, torch.Generator())
+    with pytest.raises(ValueError, match="train.parallel=ddp|use ddp") as err:
+        build_method(cfg, tiny_policy(), tiny_tokenizer(), ctx)
+    assert "\n" not in str(err.value)

@@ -21,6 +21,11 @@ from vapi.objectives.rewards import Reward
 __all__ = ["Grid", "Method", "MethodContext", "Prepared", "build_method"]
 
 
+# Methods that call the generator outside its forward (generation, grids), where FSDP2 would not gather its shards.
+NO_FSDP = {"ste": "decodes sample grids with the generator outside its forward, which FSDP2 cannot gather",
+           "grpo": "generates with the KV cache outside the generator's forward, which FSDP2 cannot gather"}
+
+
 def build_method(cfg, policy, tokenizer, ctx: MethodContext, reward: Reward | None = None,
                  class_names: list[str] | None = None) -> Method:
     """The method `cfg.objective.name` names (cfg: a training.config.RunConfig), on models already on the device.
@@ -40,6 +45,9 @@ def build_method(cfg, policy, tokenizer, ctx: MethodContext, reward: Reward | No
     if name == "tokenizer" and (cfg.train.gradient_checkpointing or cfg.train.parallel == "fsdp"):
         raise ValueError("objective.name=tokenizer trains the VQ decoder: train.gradient_checkpointing and "
                          "train.parallel=fsdp apply to the generator's transformer blocks; use ddp and no checkpointing")
+    why = NO_FSDP.get(name)
+    if why and cfg.train.parallel == "fsdp":
+        raise ValueError(f"objective.name={name} {why}: use train.parallel=ddp")
     if name not in builders:
         raise ValueError(f"objective.name must be one of vapi, ce, {', '.join(sorted(set(builders) - {'vapi'}))}; "
                          f"got {name!r}")
