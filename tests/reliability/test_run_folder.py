@@ -47,6 +47,26 @@ def test_overwrite_replaces_the_old_run(tmp_path):
     assert [json.loads(r)["step"] for r in rows] == [1]
 
 
+def test_overwrite_keeps_the_users_own_files_in_the_grid_folders(tmp_path):
+    trainer(run_config(tmp_path, max_steps=1)).train()
+    mine = [tmp_path / "run" / "images" / "cat_0001.jpg", tmp_path / "run" / "samples" / "notes.txt"]
+    for f in mine:
+        f.parent.mkdir(exist_ok=True)
+        f.write_text("mine")
+    trainer(run_config(tmp_path, max_steps=1, overwrite=True)).train()
+    assert all(f.read_text() == "mine" for f in mine)
+
+
+def test_resume_given_the_run_folder_follows_the_latest_pointer(tmp_path):
+    """An abandoned higher step (left by resuming from an older checkpoint) is not what `--resume RUN_DIR` means."""
+    cfg = run_config(tmp_path, max_steps=3, save_total_limit=3)
+    trainer(cfg).train()
+    root = ckpt.checkpoint_dir(cfg.train.output_dir)
+    ckpt.write_latest(cfg.train.output_dir, root / "step-000002")  # step 3 is the abandoned branch
+    t = trainer(run_config(tmp_path, max_steps=4, save_total_limit=3), resume=str(tmp_path / "run"))
+    assert t.state.step == 2
+
+
 def test_resume_with_nothing_says_so_and_must_refuses(tmp_path, capsys):
     cfg = run_config(tmp_path)
     t = trainer(cfg, resume=True)

@@ -352,7 +352,7 @@ class Checkpointer:
         else:
             path = Path(resume)
             if (path / "checkpoints").is_dir():
-                path = latest_checkpoint(path) or path
+                path = latest_step_dir(path) or path  # the run's `latest` pointer, as plain --resume
             if existing and path.resolve().parent != checkpoint_dir(self.run_dir).resolve():
                 self._refuse_or_clear(existing)
         if path is not None:
@@ -372,9 +372,14 @@ class Checkpointer:
                 "--resume to continue it, set train.overwrite=true to replace it, or choose a new train.output_dir")
         barrier()
         if self.dist.rank == 0:
-            for name in ("checkpoints", "tensorboard", *GRID_FOLDERS, "metrics.jsonl", "run_summary.json"):
+            for name in ("checkpoints", "tensorboard", "metrics.jsonl", "run_summary.json"):
                 p = self.run_dir / name
                 shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+            for folder in GRID_FOLDERS:  # only vapi's own grids: a user's files there stay
+                for grid in (self.run_dir / folder).glob(f"{PREFIX}*.png"):
+                    grid.unlink()
+                if (self.run_dir / folder).is_dir() and not any((self.run_dir / folder).iterdir()):
+                    (self.run_dir / folder).rmdir()
             self.log(f"note: train.overwrite=true: removed the previous run's checkpoints, metrics, TensorBoard, "
                      f"grids and run summary in {self.run_dir}")
         barrier()
