@@ -16,6 +16,9 @@ def test_flag_styles_become_overrides():
         "train.progress=true", "--resume", "seed=-1"]
     assert normalize_overrides(parser, ["pretrain", "prior", "--steps", "5"])[-1] == "steps=5"
     assert normalize_overrides(parser, ["sample", "--gpt", "x"]) == ["sample", "--gpt", "x"]  # not config-driven
+    # a value that contains "=" is still the value; a dotted key=value after a bare flag is the next override
+    assert normalize_overrides(parser, ["train", "--data.path", "/data/run=1", "--train.progress", "a.b=c"]) == [
+        "train", "data.path=/data/run=1", "train.progress=true", "a.b=c"]
 
 
 def test_flat_trl_names_and_did_you_mean():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import types
 import typing
 from pathlib import Path
@@ -252,8 +253,16 @@ def _read_yaml(path: Path):
         raise ConfigError(f"{where}: YAML syntax error: {problem}") from None
 
 
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write a small file so that a reader (or a kill) never sees half of it: a temporary file, then a rename."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def save_config(cfg, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    write_text_atomic(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
 def describe(cls, prefix: str = "") -> list[str]:

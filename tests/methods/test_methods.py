@@ -200,3 +200,13 @@ def test_methods_that_call_the_generator_outside_forward_refuse_fsdp(name, tmp_p
     with pytest.raises(ValueError, match="train.parallel=ddp|use ddp") as err:
         build_method(cfg, tiny_policy(), tiny_tokenizer(), ctx)
     assert "\n" not in str(err.value)
+
+
+def test_twice_mode_logs_the_loss_it_optimises(tmp_path, shapes16):
+    """policy_mode=twice: the ratio in eval mode, the prior CE in its own train-mode pass; the logged loss is the
+    optimised total (policy + β · train-mode CE) and prior_ce that train-mode CE."""
+    cfg = method_config(tmp_path, "vapi", max_steps=1)
+    cfg.objective.policy_mode, cfg.objective.prior_weight = "twice", 0.5
+    m = Trainer(cfg, tiny_policy(), tiny_tokenizer(), shapes16).step()
+    assert m["prior_ce"] > 1.0
+    assert m["loss"] == pytest.approx(m["policy_loss"] + 0.5 * m["prior_ce"], rel=1e-5)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 
 from vapi.config import describe
 
@@ -59,6 +60,10 @@ def normalize_overrides(parser: argparse.ArgumentParser, argv: list[str]) -> lis
     return out
 
 
+# `key=value` with a dotted option name before the `=`: the next override, not the value of a bare `--flag`
+_OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
+
+
 def _rewrite(parser: argparse.ArgumentParser, tokens: list[str]) -> list[str]:
     known = set(parser._option_string_actions)
     out, i = [], 0
@@ -70,7 +75,7 @@ def _rewrite(parser: argparse.ArgumentParser, tokens: list[str]) -> list[str]:
             key, eq, value = tok[2:].partition("=")
             if not eq:
                 nxt = tokens[i + 1] if i + 1 < len(tokens) else None
-                if nxt is not None and not nxt.startswith("--") and "=" not in nxt:
+                if nxt is not None and not nxt.startswith("--") and not _OVERRIDE.match(nxt):
                     value, i = nxt, i + 1
                 else:
                     value = "true"

@@ -41,6 +41,10 @@ def run(args) -> int:
               f"{metrics.get('reward', float('nan')):.4f}")
         final = latest_step_dir(cfg.train.output_dir)
         if final is not None:
-            print(f"final checkpoint: {final / 'model'} (vapi sample --gpt {cfg.train.output_dir} ...; "
-                  f"vapi convert {cfg.train.output_dir} model.pt for LlamaGen)")
+            if cfg.objective.name == "tokenizer":  # the run's model folder is the post-trained VQ
+                print(f"final checkpoint: {final / 'model'} (a tokenizer: vapi sample --gpt {cfg.model.gpt} "
+                      f"--vq {final / 'model'} ...)")
+            else:
+                print(f"final checkpoint: {final / 'model'} (vapi sample --gpt {cfg.train.output_dir} ...; "
+                      f"vapi convert {cfg.train.output_dir} model.pt for LlamaGen)")
     return 0

@@ -107,5 +107,8 @@ class VaPiMethod(Method):
             self.model.train(True)
             with self.ctx.autocast():
                 train_logits = self.wrapped(batch.cond, batch.context)  # [b, T, V]
-            loss = loss + o.prior_weight * weighted_prior_ce(train_logits, batch.gt_tokens, batch.row_image)
+            prior = weighted_prior_ce(train_logits, batch.gt_tokens, batch.row_image)
+            loss = loss + o.prior_weight * prior
+            # log what was optimised: the total with the train-mode CE term, and that CE
+            stats = stats._replace(prior_ce=prior.detach(), loss=stats.loss + o.prior_weight * prior.detach())
         return loss, stats._asdict()

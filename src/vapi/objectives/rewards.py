@@ -1,7 +1,7 @@
 """Rewards as one protocol: named, weighted terms of decoded images, composed into R = Σ weight · term.
 
 A reward term is a callable `(images [N, 3, H, W] in [-1, 1], targets [N, 3, H, W] or None, condition) → [N]`,
-higher is better, with a `name` and a `weight` (0 = off). Every term is logged on its own as `reward/<name>`.
+higher is better, with a `name` and a `weight` (0 = off). Every term is logged on its own as `rewards/<name>/mean`.
 Built-in terms (each off at weight 0):
 
   mse, l1            −mean (x̂ − x)², −mean |x̂ − x|                       (need the real image)

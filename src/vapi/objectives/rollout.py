@@ -20,14 +20,12 @@ from typing import Callable, NamedTuple
 import torch
 
 from vapi.models.protocols import Condition, index_condition
-from vapi.objectives.logprobs import gather_logprobs
+from vapi.objectives.logprobs import _MIN_TEMPERATURE, gather_logprobs
 from vapi.objectives.context_noise import perturb_context
 from vapi.sampling import filter_logits
 
 LogitsFn = Callable[[Condition, torch.Tensor], torch.Tensor]
 
-# Guards division by a zero temperature the same way the reference does.
-_MIN_TEMPERATURE = 1e-5
 
 
 class Rollout(NamedTuple):

@@ -140,6 +140,8 @@ def cleanup_leftovers(run_dir: Path) -> list[str]:
             notes.append(f"removed {name} (an interrupted {'save' if name.endswith('.tmp') else 'rotation'})")
         elif _is_step_name(name) and not is_complete(p):
             notes.append(f"ignored {name}: incomplete (a part is missing), left as it is")
+        elif name.startswith(f".{LATEST}.tmp-") and p.is_file():
+            p.unlink()  # a pointer update killed before its rename; `latest` itself is whole
     if notes:
         _fsync_dir(root)
     return notes
@@ -249,8 +251,8 @@ def load_checkpoint(path: Path, policy: torch.nn.Module, optimizer: torch.optim.
 # On resume these must equal the checkpoint's (another model, other data, other batches or seeds is another run);
 # everything else that changed is applied and listed.
 FIXED_SECTIONS = ("model.", "data.", "text_encoder.")
-FIXED_KEYS = ("objective.name", "objective.num_generations", "train.seed", "train.steps_per_generation",
-              "train.num_iterations")
+FIXED_KEYS = ("objective.name", "objective.num_generations", "grpo.num_generations", "tokenizer.train_post_quant_conv",
+              "train.seed", "train.steps_per_generation", "train.num_iterations")
 GRID_FOLDERS = ("images", "samples")  # teacher-forced and free-running grids, `step-XXXXXX.png`
 NOT_COMPARED = ("train.output_dir", "train.overwrite", "train.per_device_batch_size")
 MAY_CHANGE = ("text_encoder.cache_dir", "text_encoder.batch_size", "data.validate")  # no effect on the numbers

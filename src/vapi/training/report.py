@@ -11,7 +11,7 @@ import json
 import math
 from pathlib import Path
 
-ORDER = ("reward", "reward_std", "rewards/", "reward/", "loss", "policy_loss", "prior_ce", "kl", "clip_ratio",
+ORDER = ("reward", "reward_std", "rewards/", "loss", "policy_loss", "prior_ce", "kl", "clip_ratio",
          "ratio_mean", "entropy", "advantage_abs", "frac_reward_zero_std", "gen/")
 TAIL = ("learning_rate", "lr", "grad_norm")
 SKIP = ("step", "step_time", "seqs_per_sec", "num_tokens")
@@ -111,7 +111,7 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
         lines.append(f"- generator: {g.get('preset', g.get('kind'))} ({g.get('parameters_m')} M parameters), "
                      f"{s.get('resolution', {}).get('image_size')} px, {s.get('resolution', {}).get('token_grid')} "
                      f"tokens; data: {s.get('dataset', {}).get('images')} images")
-        lines.append(f"- batch: {b.get('images_per_step')} images × {b.get('num_generations')} samples = "
+        lines.append(f"- batch: {b.get('images_per_step')} images × {b.get('sequences_per_image')} samples = "
                      f"{b.get('sequences_per_step')} sequences per step; {s.get('precision')}, {s.get('device')}")
     lines += ["", "## Metrics", "", "| metric | first | last | min | max |", "|---|---|---|---|---|"]
     for key in keys:

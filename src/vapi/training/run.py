@@ -19,7 +19,7 @@ def check_weight_files(cfg: RunConfig) -> None:
     from vapi.weights import cache_path, missing_message
 
     r = cfg.reward
-    if cfg.objective.name == "vapi" and r.lpips and not r.lpips_random_backbone:
+    if cfg.objective.name != "ce" and r.lpips and not r.lpips_random_backbone:
         path = Path(r.lpips_weights) if r.lpips_weights else cache_path(f"lpips-{r.lpips_net}")
         if not path.is_file():
             raise FileNotFoundError(f"reward.lpips={r.lpips} needs LPIPS's backbone: "

@@ -96,7 +96,10 @@ class SampleGrids:
 
         name = self.cfg.gen_metrics_features
         if name == "inception":
-            extractor = InceptionV3Extractor(device=self.device)
+            # built lazily (at the first due step): its constructor draws from the global RNG, which must not shift
+            # the training stream, or a resumed run would differ from an uninterrupted one
+            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+                extractor = InceptionV3Extractor(device=self.device)
         else:
             from vapi.models.checkpoint import load_pretrained
             from vapi.training.resolve import resolve_model_dir

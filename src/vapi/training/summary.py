@@ -10,7 +10,7 @@ import json
 import math
 from pathlib import Path
 
-from vapi.config import to_dict
+from vapi.config import to_dict, write_text_atomic
 from vapi.training.config import RunConfig, resolve_report_to
 
 
@@ -106,5 +106,5 @@ def format_summary(summary: dict) -> str:
 def write_summary(summary: dict, run_dir: str | Path) -> Path:
     path = Path(run_dir) / "run_summary.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(summary, indent=1, default=str) + "\n")
+    write_text_atomic(path, json.dumps(summary, indent=1, default=str) + "\n")
     return path

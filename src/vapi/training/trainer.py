@@ -26,7 +26,6 @@ import torch
 
 from vapi.config import save_config, to_dict
 from vapi.methods import MethodContext, build_method
-from vapi.methods.vapi import uses_shared_update  # noqa: F401  (re-exported: the layout rule of the VA-π update)
 from vapi.objectives.rewards import Reward
 from vapi.training.checkpoint import Checkpointer
 from vapi.training.config import RunConfig, resolve_report_to
