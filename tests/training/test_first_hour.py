@@ -92,7 +92,7 @@ def test_class_map_and_fewer_classes_warning(setup, capsys):
 
 
 def test_class_map_txt_gives_line_numbers(tmp_path):
-    from vapi.data.images import DataConfig, build_dataset
+    from vapi.data.build import DataConfig, build_dataset
 
     data = save_as_image_folder(ProceduralShapes(12, image_size=8, seed=0, num_classes=2), tmp_path / "images")
     names = sorted(p.name for p in Path(data).iterdir())

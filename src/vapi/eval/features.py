@@ -56,7 +56,7 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
 
 def to_unit_range(images: torch.Tensor) -> torch.Tensor:
     """uint8 [0, 255] -> float [-1, 1] exactly as the data pipeline does (ToTensor + Normalize(0.5, 0.5), see
-    `vapi.data.images.uint8_to_tensor`); float images are returned as float32 unchanged."""
+    `vapi.data.transforms.uint8_to_tensor`); float images are returned as float32 unchanged."""
     if images.dtype == torch.uint8:
         return images.float().div(255.0).sub(0.5).div(0.5)
     return images.float()

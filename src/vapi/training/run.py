@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 from vapi.data.captions import ConditionedDataset
-from vapi.data.images import build_dataset
+from vapi.data.build import CaptionedDataset, build_dataset
 from vapi.models.build import build_policy
 from vapi.models.lora import apply_lora
 from vapi.training.config import RunConfig
@@ -57,7 +57,7 @@ def build_trainer(cfg: RunConfig, resume: str | bool = False, dist: DistInfo | N
     if cfg.data.image_size != models.image_size:
         cfg.data.image_size = models.image_size  # images are cropped to the resolution the generator was trained at
     dataset = build_dataset(cfg.data)
-    captions = hasattr(dataset, "captions")
+    captions = isinstance(dataset, CaptionedDataset)
     if models.prompt_encoder is not None:
         if not captions:
             raise ValueError("a text-to-image generator trains on captioned images: set data.kind=captions (images "
@@ -70,7 +70,7 @@ def build_trainer(cfg: RunConfig, resume: str | bool = False, dist: DistInfo | N
     elif captions:
         raise ValueError("this generator is class-conditional: it trains on class folders, not captioned images")
     else:
-        classes, gpt_classes = getattr(dataset, "num_classes", None), models.policy.config.num_classes
+        classes, gpt_classes = dataset.num_classes, models.policy.config.num_classes
         if classes and classes > gpt_classes:
             raise ValueError(f"the data has {classes} classes but the generator knows {gpt_classes}; "
                              "class folders map to generator class ids in sorted order (set data.class_map)")
