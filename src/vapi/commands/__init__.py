@@ -8,6 +8,10 @@ from vapi.config import describe
 CONFIG_PARSERS: set[int] = set()
 
 
+class UserError(Exception):
+    """Bad input from the user: `vapi.cli.main` prints it as one line and exits 2, without a traceback."""
+
+
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """The module docstring as written, and each option's default after its help (unless the help already states
     it, or there is none: None, empty, a false switch)."""

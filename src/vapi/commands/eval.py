@@ -19,8 +19,7 @@ import os
 import sys
 from pathlib import Path
 
-from vapi.cli import UserError
-from vapi.commands import HelpFormatter
+from vapi.commands import HelpFormatter, UserError
 from vapi.commands.model_args import positive_int, resolve_device
 
 RANDOM_INCEPTION_WARNING = ("warning: --random-inception: Inception has random weights; these numbers test the "

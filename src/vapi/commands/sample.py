@@ -24,8 +24,7 @@ from pathlib import Path
 
 import torch
 
-from vapi.cli import UserError
-from vapi.commands import HelpFormatter
+from vapi.commands import HelpFormatter, UserError
 from vapi.commands.model_args import add_model_options, gpt_overrides, positive_int, resolve_device
 from vapi.commands.sample_text import add_text_options, is_text_mode, run_text
 from vapi.config import get_dtype

@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from vapi.cli import UserError
+from vapi.commands import UserError
 from vapi.commands.model_args import gpt_overrides, positive_int, resolve_device
 from vapi.config import get_dtype
 from vapi.eval.geneval import export_geneval
