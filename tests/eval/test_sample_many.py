@@ -7,6 +7,7 @@ import torch
 from PIL import Image
 
 import vapi.eval.sample_many as sm
+import vapi.sampling
 from tiny import tiny_policy, tiny_tokenizer
 from vapi.cli import main
 from vapi.eval.npz import NpzWriter, load_npz
@@ -37,15 +38,15 @@ def sample(capsys, models, out_dir, n, *extra):
 
 @pytest.fixture
 def count_generate(monkeypatch):
-    """Count generate() calls made by the mass sampler (one per batch)."""
+    """Count generate() calls made by the mass sampler (one per batch, through vapi.sampling.sample_images)."""
     calls = []
-    real = sm.generate
+    real = vapi.sampling.generate
 
     def counting(*args, **kwargs):
         calls.append(args[1].shape[0])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(sm, "generate", counting)
+    monkeypatch.setattr(vapi.sampling, "generate", counting)
     return calls
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -31,7 +30,7 @@ from vapi.config import get_dtype
 from vapi.eval.sample_many import LABEL_MODES, sample_many, wait_for_shards, write_samples_npz
 from vapi.imageio import save_grid
 from vapi.models.checkpoint import GeneratorAndTokenizer, build_generator_and_tokenizer
-from vapi.sampling import CFG_SCHEDULES, SamplingConfig, generate
+from vapi.sampling import CFG_SCHEDULES, SamplingConfig, sample_images
 
 
 def add_sampling_options(p: argparse.ArgumentParser) -> None:
@@ -111,17 +110,6 @@ def parse_class_ids(text: str, num_classes: int) -> list[int]:
     return ids
 
 
-@torch.no_grad()
-def sample_images(bundle: GeneratorAndTokenizer, labels: torch.Tensor, cfg: SamplingConfig, *,
-                  batch_size: int, generator: torch.Generator | None = None) -> Iterator[torch.Tensor]:
-    """Yield decoded images [b, 3, H, W] in [-1, 1] for consecutive chunks of `labels` [N]."""
-    grid = bundle.image_size // bundle.vq.downsample
-    for start in range(0, labels.shape[0], batch_size):
-        cond = labels[start: start + batch_size]  # [b]
-        tokens = generate(bundle.gpt, cond, cfg, generator=generator)  # [b, grid²]
-        yield bundle.vq.decode(tokens, grid=(grid, grid)).float()
-
-
 def _dist_env() -> tuple[int, int, int]:
     """(rank, world_size, local_rank) from torchrun's environment; (0, 1, 0) when run directly."""
     try:
@@ -182,7 +170,7 @@ def run_grid(args: argparse.Namespace, bundle: GeneratorAndTokenizer, cfg: Sampl
     labels = torch.tensor(ids, device=device).repeat_interleave(args.n_per_class)  # [N], class-major
     generator = torch.Generator(device=device).manual_seed(args.seed)
     t0 = time.perf_counter()
-    images = torch.cat(list(sample_images(bundle, labels, cfg, batch_size=args.batch_size, generator=generator)))
+    images = sample_images(bundle.gpt, bundle.vq, labels, cfg, batch_size=args.batch_size, generator=generator)
     nrow = args.nrow or (args.n_per_class if args.n_per_class > 1 else len(ids))
     path = save_grid(images, args.out, nrow=nrow)
     print(f"wrote {path}: {images.shape[0]} images of {bundle.image_size} px in {time.perf_counter() - t0:.1f} s")

@@ -26,7 +26,7 @@ from vapi.imageio import save_grid
 from vapi.models.build import MODEL_KINDS, PolicyBundle, build_policy
 from vapi.models.protocols import PromptCondition
 from vapi.models.text_encoder import TextEncoderConfig
-from vapi.sampling import SamplingConfig, generate
+from vapi.sampling import SamplingConfig, sample_images
 
 
 def add_text_options(p: argparse.ArgumentParser) -> None:
@@ -62,11 +62,7 @@ def make_generate_fn(bundle: PolicyBundle, cfg: SamplingConfig, *, batch_size: i
         cond = bundle.prompt_encoder(prompts).to(device).repeat_interleave(n)  # B*n rows
         if cond.inputs.is_floating_point():
             cond = PromptCondition(cond.inputs.to(dtype), cond.mask)  # T5 features in the GPT's dtype
-        out = []
-        for s in range(0, len(cond), batch_size):
-            tokens = generate(bundle.policy, cond.index(slice(s, s + batch_size)), cfg, generator=generator)
-            out.append(bundle.tokenizer.decode(tokens).float().clamp(-1, 1))  # [b, 3, H, W]
-        return torch.cat(out)
+        return sample_images(bundle.policy, bundle.tokenizer, cond, cfg, batch_size=batch_size, generator=generator)
 
     return generate_images
 

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from vapi.imageio import to_uint8
 from vapi.weights import WEIGHT_FILES
 
 INCEPTION_WEIGHTS_FILE = WEIGHT_FILES["inception"].file
@@ -45,13 +46,6 @@ class FeatureExtractor(Protocol):
 
         Extractors that also provide sFID features return a third element, spatial features [N, D_s]."""
         ...
-
-
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """Float images in [-1, 1] -> uint8 [0, 255] with LlamaGen's rounding (`127.5 x + 128`, truncated); uint8 as is."""
-    if images.dtype == torch.uint8:
-        return images
-    return (127.5 * images.float() + 128.0).clamp(0, 255).to(torch.uint8)
 
 
 def to_unit_range(images: torch.Tensor) -> torch.Tensor:
