@@ -20,7 +20,8 @@ import sys
 from pathlib import Path
 
 from vapi.commands import HelpFormatter, UserError
-from vapi.commands.model_args import positive_int, resolve_device
+from vapi.commands.model_args import positive_int
+from vapi.training.distributed import resolve_device
 
 RANDOM_INCEPTION_WARNING = ("warning: --random-inception: Inception has random weights; these numbers test the "
                             "pipeline only and are not FID / IS / precision / recall")
@@ -100,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     if None not in sizes and sizes[0] != sizes[1]:  # Inception resizes anyway, but FID then measures the resize too
         print(f"warning: samples are {sizes[0][0]}x{sizes[0][1]} px, reference images {sizes[1][0]}x{sizes[1][1]}; "
               f"the paper protocol resizes samples to the reference size (vapi sample --resize)", file=sys.stderr)
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, option="--device")
     extractor, prefer_file_stats, use_labels = build_extractor(args, device)
     results = evaluate_files(args.samples, args.ref, extractor,
                              cache_dir=args.cache_dir or default_cache_dir(), batch_size=args.batch_size,

@@ -17,20 +17,20 @@ torchrun (RANK / WORLD_SIZE / LOCAL_RANK set) each rank does every WORLD_SIZE-th
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 
 import torch
 
 from vapi.commands import HelpFormatter, UserError
-from vapi.commands.model_args import add_model_options, gpt_overrides, positive_int, resolve_device
+from vapi.commands.model_args import add_model_options, gpt_overrides, positive_int
 from vapi.commands.sample_text import add_text_options, is_text_mode, run_text
 from vapi.config import get_dtype
 from vapi.eval.sample_many import LABEL_MODES, sample_many, wait_for_shards, write_samples_npz
 from vapi.imageio import save_grid
 from vapi.models.checkpoint import GeneratorAndTokenizer, build_generator_and_tokenizer
 from vapi.sampling import CFG_SCHEDULES, SamplingConfig, sample_images
+from vapi.training.distributed import resolve_device, torchrun_env
 
 
 def add_sampling_options(p: argparse.ArgumentParser) -> None:
@@ -110,14 +110,6 @@ def parse_class_ids(text: str, num_classes: int) -> list[int]:
     return ids
 
 
-def _dist_env() -> tuple[int, int, int]:
-    """(rank, world_size, local_rank) from torchrun's environment; (0, 1, 0) when run directly."""
-    try:
-        return tuple(int(os.environ.get(k, d)) for k, d in (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0)))
-    except ValueError as e:
-        raise UserError(f"bad RANK / WORLD_SIZE / LOCAL_RANK in the environment: {e}") from None
-
-
 def resolve_checkpoint_args(args: argparse.Namespace) -> None:
     """--gpt may be a run / step folder: use its model folder, and the run's tokenizer when --vq is not given."""
     from vapi.training.resolve import resolve_model_dir, run_dir_of
@@ -139,7 +131,7 @@ def resolve_checkpoint_args(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     resolve_checkpoint_args(args)
     if args.precision == "auto":
-        args.precision = "bf16" if resolve_device(args.device).type == "cuda" else "fp32"
+        args.precision = "bf16" if resolve_device(args.device, option="--device").type == "cuda" else "fp32"
     if is_text_mode(args):
         return run_text(args, sampling_config(args))
     if not args.vq:
@@ -151,12 +143,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--classes/--out (grid) and --num-samples/--out-dir (mass sampling) are separate modes")
     if not mass and not (args.classes and args.out):
         raise UserError("give --classes and --out for a grid, or --num-samples and --out-dir for mass sampling")
-    rank, world, local_rank = _dist_env()
+    rank, world, local_rank = torchrun_env()
     if not mass and rank != 0:
         return 0  # a grid is a handful of images: under torchrun rank 0 alone draws and writes it
-    device = resolve_device(args.device)
-    if device.type == "cuda" and device.index is None and world > 1:
-        device = torch.device("cuda", local_rank)  # one GPU per torchrun process
+    device = resolve_device(args.device, local_rank if world > 1 else None, option="--device")  # a GPU per rank
     cfg = sampling_config(args)
     bundle = load_generator(args, device)
     if bundle.gpt.config.model_type != "c2i":

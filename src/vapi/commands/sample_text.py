@@ -19,7 +19,7 @@ import time
 import torch
 
 from vapi.commands import UserError
-from vapi.commands.model_args import gpt_overrides, positive_int, resolve_device
+from vapi.commands.model_args import gpt_overrides, positive_int
 from vapi.config import get_dtype
 from vapi.eval.geneval import export_geneval
 from vapi.imageio import save_grid
@@ -27,6 +27,7 @@ from vapi.models.build import MODEL_KINDS, PolicyBundle, build_policy
 from vapi.models.protocols import PromptCondition
 from vapi.models.text_encoder import TextEncoderConfig
 from vapi.sampling import SamplingConfig, sample_images
+from vapi.training.distributed import resolve_device
 
 
 def add_text_options(p: argparse.ArgumentParser) -> None:
@@ -72,7 +73,7 @@ def run_text(args: argparse.Namespace, cfg: SamplingConfig) -> int:
         raise UserError("text mode writes to --out: a .png grid, or a folder for GenEval .jsonl prompts")
     if not (args.prompt or args.prompts):
         raise UserError("text mode needs --prompt TEXT (repeatable) or --prompts FILE (.txt or GenEval .jsonl)")
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, option="--device")
     text = TextEncoderConfig(path=args.text_encoder, cache_dir=args.text_cache_dir)
     bundle = build_policy(args.model_kind, args.gpt, args.vq or "", text=text, gpt_preset=args.gpt_model,
                           vq_preset=getattr(args, "vq_model", None), image_size=args.image_size,
