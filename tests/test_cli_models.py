@@ -10,7 +10,7 @@ from PIL import Image
 from checkpoint_factories import tiny_gpt, tiny_vq, write_official
 from vapi.cli import main
 from vapi.commands.model_args import parse_size
-from vapi.models.checkpoint import load_pretrained
+from vapi.models.weights_io import load_pretrained
 
 TINY = ["--n-head", "4"]  # a custom size: the head count is not in the weights
 SAMPLE = ["--image-size", "16", "--classes", "1,3", "--cfg", "2.0", "--top-k", "0", "--device", "cpu", "--seed", "7"]

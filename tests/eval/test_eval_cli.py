@@ -13,7 +13,7 @@ from vapi.data.procedural import ProceduralShapes, save_as_image_folder
 from vapi.eval.features import INCEPTION_WEIGHTS_FILE, InceptionV3Extractor
 from vapi.eval.metrics import feature_statistics, inception_score
 from vapi.eval.npz import load_reference, save_npz
-from vapi.models.checkpoint import save_pretrained
+from vapi.models.weights_io import save_pretrained
 from vapi.models.classifier import Classifier, classifier_config
 
 METRICS = ("num_samples", "fid", "is", "is_std", "precision", "recall")

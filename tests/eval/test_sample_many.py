@@ -11,7 +11,7 @@ import vapi.sampling
 from tiny import tiny_policy, tiny_tokenizer
 from vapi.cli import main
 from vapi.eval.npz import NpzWriter, load_npz
-from vapi.models.checkpoint import save_pretrained
+from vapi.models.weights_io import save_pretrained
 from vapi.sampling import SamplingConfig, sample_next
 
 # 10 classes, 4x4 tokens, 16 px images (downsample 4)

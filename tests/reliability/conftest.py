@@ -2,7 +2,7 @@ import pytest
 
 from tiny import tiny_policy, tiny_tokenizer
 from vapi.data.procedural import ProceduralShapes, save_as_image_folder
-from vapi.models.checkpoint import save_pretrained
+from vapi.models.weights_io import save_pretrained
 
 
 @pytest.fixture

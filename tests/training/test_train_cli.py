@@ -9,7 +9,7 @@ from tiny import tiny_policy, tiny_tokenizer
 from vapi.cli import main
 from vapi.config import load_config
 from vapi.data.procedural import ProceduralShapes, save_as_image_folder
-from vapi.models.checkpoint import load_gpt, save_pretrained
+from vapi.models.weights_io import load_gpt, save_pretrained
 from vapi.training.config import RunConfig
 
 REPO = Path(__file__).resolve().parents[2]

@@ -68,7 +68,7 @@ def build_extractor(args: argparse.Namespace, device):
         return ext, not args.random_inception, False
     if args.random_inception or args.inception_weights:
         raise UserError("--random-inception / --inception-weights apply to --features inception only")
-    from vapi.models.checkpoint import load_pretrained
+    from vapi.models.weights_io import load_pretrained
 
     from vapi.training.resolve import resolve_model_dir
 

@@ -28,7 +28,8 @@ from vapi.commands.sample_text import add_text_options, is_text_mode, run_text
 from vapi.config import get_dtype
 from vapi.eval.sample_many import LABEL_MODES, sample_many, wait_for_shards, write_samples_npz
 from vapi.imageio import save_grid
-from vapi.models.checkpoint import GeneratorAndTokenizer, build_generator_and_tokenizer
+from vapi.models.protocols import PolicyBundle
+from vapi.models.weights_io import build_generator_and_tokenizer
 from vapi.sampling import CFG_SCHEDULES, SamplingConfig, sample_images
 from vapi.training.distributed import resolve_device, torchrun_env
 
@@ -86,7 +87,7 @@ def sampling_config(args: argparse.Namespace) -> SamplingConfig:
         raise UserError(str(e)) from None
 
 
-def load_generator(args: argparse.Namespace, device: torch.device) -> GeneratorAndTokenizer:
+def load_generator(args: argparse.Namespace, device: torch.device) -> PolicyBundle:
     return build_generator_and_tokenizer(args.gpt, args.vq, gpt_preset=args.gpt_model, vq_preset=args.vq_model,
                                          image_size=args.image_size, prefer_ema=args.ema, device=device,
                                          **gpt_overrides(args))
@@ -149,25 +150,25 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device, local_rank if world > 1 else None, option="--device")  # a GPU per rank
     cfg = sampling_config(args)
     bundle = load_generator(args, device)
-    if bundle.gpt.config.model_type != "c2i":
+    if bundle.policy.config.model_type != "c2i":
         raise UserError("this GPT is text-conditional (t2i): give --prompt/--prompts and --text-encoder")
-    bundle.gpt.to(get_dtype(args.precision))
+    bundle.policy.to(get_dtype(args.precision))
     return run_mass(args, bundle, cfg, rank, world) if mass else run_grid(args, bundle, cfg, device)
 
 
-def run_grid(args: argparse.Namespace, bundle: GeneratorAndTokenizer, cfg: SamplingConfig, device) -> int:
-    ids = parse_class_ids(args.classes, bundle.gpt.config.num_classes)
+def run_grid(args: argparse.Namespace, bundle: PolicyBundle, cfg: SamplingConfig, device) -> int:
+    ids = parse_class_ids(args.classes, bundle.policy.config.num_classes)
     labels = torch.tensor(ids, device=device).repeat_interleave(args.n_per_class)  # [N], class-major
     generator = torch.Generator(device=device).manual_seed(args.seed)
     t0 = time.perf_counter()
-    images = sample_images(bundle.gpt, bundle.vq, labels, cfg, batch_size=args.batch_size, generator=generator)
+    images = sample_images(bundle.policy, bundle.tokenizer, labels, cfg, batch_size=args.batch_size, generator=generator)
     nrow = args.nrow or (args.n_per_class if args.n_per_class > 1 else len(ids))
     path = save_grid(images, args.out, nrow=nrow)
     print(f"wrote {path}: {images.shape[0]} images of {bundle.image_size} px in {time.perf_counter() - t0:.1f} s")
     return 0
 
 
-def run_mass(args: argparse.Namespace, bundle: GeneratorAndTokenizer, cfg: SamplingConfig, rank: int,
+def run_mass(args: argparse.Namespace, bundle: PolicyBundle, cfg: SamplingConfig, rank: int,
              world: int) -> int:
     # What else decides the pixels joins the manifest, so resuming against other weights is refused.
     settings = {"gpt": str(Path(args.gpt).resolve()), "vq": str(Path(args.vq).resolve()),

@@ -23,8 +23,8 @@ from vapi.commands.model_args import gpt_overrides, positive_int
 from vapi.config import get_dtype
 from vapi.eval.geneval import export_geneval
 from vapi.imageio import save_grid
-from vapi.models.build import MODEL_KINDS, PolicyBundle, build_policy
-from vapi.models.protocols import PromptCondition
+from vapi.models.build import MODEL_KINDS, build_policy
+from vapi.models.protocols import PolicyBundle, PromptCondition
 from vapi.models.text_encoder import TextEncoderConfig
 from vapi.sampling import SamplingConfig, sample_images
 from vapi.training.distributed import resolve_device

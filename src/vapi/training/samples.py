@@ -95,7 +95,7 @@ class SampleGrids:
         if name == "inception":
             extractor = InceptionV3Extractor(device=self.device)
         else:
-            from vapi.models.checkpoint import load_pretrained
+            from vapi.models.weights_io import load_pretrained
             from vapi.training.resolve import resolve_model_dir
 
             model = load_pretrained(resolve_model_dir(name))
