@@ -161,7 +161,8 @@ def run_grid(args: argparse.Namespace, bundle: PolicyBundle, cfg: SamplingConfig
     labels = torch.tensor(ids, device=device).repeat_interleave(args.n_per_class)  # [N], class-major
     generator = torch.Generator(device=device).manual_seed(args.seed)
     t0 = time.perf_counter()
-    images = sample_images(bundle.policy, bundle.tokenizer, labels, cfg, batch_size=args.batch_size, generator=generator)
+    images = sample_images(bundle.policy, bundle.tokenizer, labels, cfg, batch_size=args.batch_size,
+                           generator=generator)
     nrow = args.nrow or (args.n_per_class if args.n_per_class > 1 else len(ids))
     path = save_grid(images, args.out, nrow=nrow)
     print(f"wrote {path}: {images.shape[0]} images of {bundle.image_size} px in {time.perf_counter() - t0:.1f} s")
