@@ -65,3 +65,15 @@ def test_paper_presets_validate(preset):
     cfg = load_config(RunConfig, preset)
     assert cfg.optim.learning_rate == 1e-6 and cfg.objective.prior_weight == 0.1
     assert cfg.sequences_per_step == 128 and cfg.grad_accum_steps == 16
+
+
+def test_build_trainer_leaves_the_callers_config_alone(setup):
+    from vapi.config import to_dict
+    from vapi.training.run import build_trainer
+
+    _, args = setup
+    cfg = load_config(RunConfig, None, args)
+    before = to_dict(cfg)
+    trainer = build_trainer(cfg)
+    assert to_dict(cfg) == before and cfg.model.image_size == 0 and cfg.data.image_size == 256
+    assert trainer.cfg.model.image_size == trainer.cfg.data.image_size == 16  # what the run records

@@ -1,6 +1,7 @@
 """`train(cfg)`: build the generator, tokenizer and data a RunConfig names, then run the trainer (library API)."""
 from __future__ import annotations
 
+import copy
 import sys
 from pathlib import Path
 
@@ -42,8 +43,17 @@ def check_image_size(cfg: RunConfig) -> None:
                          "model.image_size=256 or 384")
 
 
+def at_model_resolution(cfg: RunConfig, image_size: int) -> RunConfig:
+    """A copy of `cfg` at the generator's resolution: `model.image_size` filled in (0 = from the weights) and the
+    data cropped to it. The run records this copy in its config.yaml; the caller's config is left as it was."""
+    cfg = copy.deepcopy(cfg)
+    cfg.model.image_size = cfg.data.image_size = image_size
+    return cfg
+
+
 def build_trainer(cfg: RunConfig, resume: str | bool = False, dist: DistInfo | None = None) -> Trainer:
-    """Under torchrun this joins the process group (if the caller has not) and every rank builds its trainer."""
+    """Under torchrun this joins the process group (if the caller has not) and every rank builds its trainer.
+    `cfg` is not modified."""
     dist = dist or init_distributed(cfg.train.device)
     check_image_size(cfg)
     check_weight_files(cfg)
@@ -51,11 +61,9 @@ def build_trainer(cfg: RunConfig, resume: str | bool = False, dist: DistInfo | N
     models = build_policy(cfg.model.kind, cfg.model.gpt, cfg.model.vq, text=cfg.text_encoder,
                           gpt_preset=cfg.model.gpt_model or None, image_size=cfg.model.image_size or None,
                           text_device=dist.device)
-    cfg.model.image_size = models.image_size
+    cfg = at_model_resolution(cfg, models.image_size)  # images are cropped to the resolution the generator knows
     if cfg.model.lora.rank > 0:
         apply_lora(models.policy, cfg.model.lora)
-    if cfg.data.image_size != models.image_size:
-        cfg.data.image_size = models.image_size  # images are cropped to the resolution the generator was trained at
     dataset = build_dataset(cfg.data)
     captions = isinstance(dataset, CaptionedDataset)
     if models.prompt_encoder is not None:
