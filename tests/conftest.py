@@ -18,3 +18,16 @@ def shapes16():
     from vapi.data.procedural import ProceduralShapes
 
     return ProceduralShapes(64, image_size=16, seed=0)
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """`run_cli(*argv)`: `vapi ARGV` in this process → (exit code, stdout, stderr); arguments may be paths."""
+    from vapi.cli import main
+
+    def run(*argv):
+        code = main([str(a) for a in argv])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
