@@ -31,3 +31,23 @@ def run_cli(capsys):
         return code, out, err
 
     return run
+
+
+@pytest.fixture
+def tiny_run(tmp_path):
+    """`tiny_run(num_images, *overrides)` → `vapi train` arguments for a run of the tiny models on a procedural image
+    folder, all under tmp_path (outputs in tmp_path / "run")."""
+    from tiny import tiny_policy, tiny_tokenizer
+    from vapi.data.procedural import ProceduralShapes, save_as_image_folder
+    from vapi.models.weights_io import save_pretrained
+
+    def make(num_images: int, *overrides: str) -> list[str]:
+        data = save_as_image_folder(ProceduralShapes(num_images, image_size=16, seed=1), tmp_path / "images")
+        save_pretrained(tiny_policy(), tmp_path / "gpt")
+        save_pretrained(tiny_tokenizer(), tmp_path / "vq")
+        return [f"model.gpt={tmp_path / 'gpt'}", f"model.vq={tmp_path / 'vq'}", f"data.path={data}",
+                "objective.num_generations=4", "train.per_device_batch_size=4", "train.micro_batch_size=8",
+                "reward.lpips=0", "train.progress=false", "optim.learning_rate=1e-3",
+                f"train.output_dir={tmp_path / 'run'}", *overrides]
+
+    return make

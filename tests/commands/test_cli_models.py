@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from checkpoint_factories import tiny_gpt, tiny_vq, write_official
+from tiny import tiny_gpt, tiny_vq, write_official
 from vapi.commands.model_args import parse_size
 from vapi.models.weights_io import load_pretrained
 

@@ -5,10 +5,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from tiny import tiny_policy, tiny_tokenizer
+from tiny import tiny_tokenizer
 from vapi.cli import main
 from vapi.config import load_config
-from vapi.data.procedural import ProceduralShapes, save_as_image_folder
 from vapi.models.weights_io import load_gpt, save_pretrained
 from vapi.training.config import RunConfig
 
@@ -16,15 +15,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def setup(tmp_path):
-    data = save_as_image_folder(ProceduralShapes(24, image_size=16, seed=1), tmp_path / "images")
-    save_pretrained(tiny_policy(), tmp_path / "gpt")
-    save_pretrained(tiny_tokenizer(), tmp_path / "vq")
-    args = [f"model.gpt={tmp_path / 'gpt'}", f"model.vq={tmp_path / 'vq'}", f"data.path={data}",
-            "objective.num_generations=4", "train.per_device_batch_size=4", "train.micro_batch_size=8",
-            "reward.lpips=0", "train.progress=false", "train.image_steps=2", "train.save_steps=2",
-            "optim.learning_rate=1e-3", f"train.output_dir={tmp_path / 'run'}"]
-    return tmp_path, args
+def setup(tmp_path, tiny_run):
+    return tmp_path, tiny_run(24, "train.image_steps=2", "train.save_steps=2")
 
 
 def test_train_writes_every_output_and_resumes(setup):

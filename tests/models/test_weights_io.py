@@ -5,7 +5,7 @@ import os
 import pytest
 import torch
 
-from checkpoint_factories import gpt_outputs, tiny_gpt, tiny_vq, vq_outputs, write_official
+from tiny import gpt_outputs, tiny_gpt, tiny_vq, vq_outputs, write_official
 from fixture_utils import fixture_params, fixtures_dir, load_io
 from vapi.models import weights_io as ckpt
 from vapi.models.weights_io import (CheckpointError, build_generator_and_tokenizer, build_model, export_llamagen,

@@ -30,10 +30,9 @@ import re
 import tarfile
 import warnings
 
-from PIL import Image
 from torch.utils.data import Dataset
 
-from vapi.data.transforms import IMG_EXTENSIONS, RobustImageDataset, summarise_skips, to_rgb
+from vapi.data.transforms import IMG_EXTENSIONS, RobustImageDataset, open_rgb, summarise_skips
 
 IMAGE_KEYS = ("file_name", "image", "file", "path", "filename")
 CAPTION_KEYS = ("caption", "text", "prompt", "TEXT", "alt")
@@ -137,9 +136,7 @@ class CaptionFolderDataset(RobustImageDataset):
 
     def _decode(self, index: int):
         path, caption = self.samples[index]
-        with Image.open(path) as image:
-            image.load()
-            return to_rgb(image), caption
+        return open_rgb(path), caption
 
 
 def expand_shards(spec: str) -> list[str]:
@@ -237,9 +234,7 @@ class CaptionTarDataset(RobustImageDataset):
         with open(shard, "rb") as f:
             f.seek(offset)
             data = f.read(size)
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
-            return to_rgb(image), caption
+        return open_rgb(io.BytesIO(data)), caption
 
 
 def _members_until_damage(tf: tarfile.TarFile, shard: str, skipped: dict):

@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from PIL import Image
 
-from vapi.data.transforms import DECODE_ERRORS, IMG_EXTENSIONS, RobustImageDataset, summarise_skips, to_rgb
+from vapi.data.transforms import DECODE_ERRORS, IMG_EXTENSIONS, RobustImageDataset, open_rgb, summarise_skips, to_rgb
 
 LAYOUT = "root/<class_name>/<image>.png"
 
@@ -132,9 +132,7 @@ class ImageFolderDataset(RobustImageDataset):
 
     def _decode(self, index: int) -> tuple[Image.Image, int]:
         path, label = self.samples[index]
-        with Image.open(path) as image:
-            image.load()  # force the full decode inside the try of __getitem__, where damage is caught
-            return to_rgb(image), label
+        return open_rgb(path), label
 
 
 class HFDiskDataset(RobustImageDataset):
@@ -198,9 +196,7 @@ class HFDiskDataset(RobustImageDataset):
             value = io.BytesIO(value)
         if value is None:
             raise ValueError("row has no image bytes or path")
-        with Image.open(value) as image:
-            image.load()
-            return to_rgb(image), label
+        return open_rgb(value), label
 
 
 def load_class_map(path: str | os.PathLike) -> dict[str, int]:

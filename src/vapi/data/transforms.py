@@ -54,6 +54,14 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def open_rgb(source) -> Image.Image:
+    """A path or file object → the fully decoded RGB image. Decoding happens here, inside the caller's try, so damage
+    a header check cannot see (a truncated JPEG) raises one of DECODE_ERRORS."""
+    with Image.open(source) as image:
+        image.load()
+        return to_rgb(image)
+
+
 def uint8_to_tensor(array: np.ndarray) -> torch.Tensor:
     """uint8 [H, W, 3] -> float32 [3, H, W] in [-1, 1], bit-identical to ToTensor() + Normalize(0.5, 0.5)."""
     if not array.flags.writeable:  # np.asarray(PIL image) is read-only; torch warns on wrapping it
