@@ -128,16 +128,6 @@ class CaptionFolderDataset(RobustImageDataset):
     def captions(self) -> list[str]:
         return [c for _, c in self.samples]
 
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def _name(self, index: int) -> str:
-        return self.samples[index][0]
-
-    def _decode(self, index: int):
-        path, caption = self.samples[index]
-        return open_rgb(path), caption
-
 
 def expand_shards(spec: str) -> list[str]:
     """'dir' | 'a.tar,b.tar' | 'shards/*.tar' | 'shards/{00000..00073}.tar' → sorted .tar paths."""
@@ -221,9 +211,6 @@ class CaptionTarDataset(RobustImageDataset):
     @property
     def captions(self) -> list[str]:
         return [s[3] for s in self.samples]
-
-    def __len__(self) -> int:
-        return len(self.samples)
 
     def _name(self, index: int) -> str:
         shard, offset, _, _ = self.samples[index]

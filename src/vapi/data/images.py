@@ -124,15 +124,6 @@ class ImageFolderDataset(RobustImageDataset):
     def labels(self) -> list[int]:
         return [label for _, label in self.samples]
 
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def _name(self, index: int) -> str:
-        return self.samples[index][0]
-
-    def _decode(self, index: int) -> tuple[Image.Image, int]:
-        path, label = self.samples[index]
-        return open_rgb(path), label
 
 
 class HFDiskDataset(RobustImageDataset):

@@ -13,7 +13,6 @@ from __future__ import annotations
 import struct
 import warnings
 import zlib
-from abc import ABC, abstractmethod
 from collections import Counter
 
 import numpy as np
@@ -79,29 +78,37 @@ def summarise_skips(skipped: dict[str, str]) -> str:
     return ", ".join(f"{n} {kind}" for kind, n in kinds.most_common())
 
 
-class RobustImageDataset(Dataset, ABC):
+class RobustImageDataset(Dataset):
     """Shared `__getitem__`: decode, and on a damaged item record it and substitute the next readable index.
 
     `skipped` is per process: under DataLoader workers each worker records in its own copy, and the warning is how
-    those skips surface. Substitution keeps a long run alive at the cost of one duplicated sample per bad file."""
+    those skips surface. Substitution keeps a long run alive at the cost of one duplicated sample per bad file.
+
+    By default items are `samples[i] = (path, condition, ...)`, files on disk; other sources override `__len__`,
+    `_name` and `_decode`."""
 
     image_size: int
     num_classes: int
     class_names: list[str]
+    samples: list[tuple]
+    warns_small_images_up_front = False  # an image folder counts them when it probes the headers
 
     def __init__(self) -> None:
         self.skipped: dict[str, str] = {}
         self._bad: set[int] = set()
         self.upscaled = 0  # items smaller than image_size seen so far (warned about once)
 
-    warns_small_images_up_front = False  # an image folder counts them when it probes the headers
-    @abstractmethod
-    def _decode(self, index: int) -> tuple[Image.Image, int]:
-        """The PIL image and label of item `index` (may raise on an unreadable file)."""
+    def __len__(self) -> int:
+        return len(self.samples)
 
-    @abstractmethod
     def _name(self, index: int) -> str:
         """A human-readable name of item `index` for skip reports."""
+        return str(self.samples[index][0])
+
+    def _decode(self, index: int):
+        """(PIL image, condition) of item `index`; raises one of DECODE_ERRORS on an unreadable file."""
+        path, condition = self.samples[index][:2]
+        return open_rgb(path), condition
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         n = len(self)
