@@ -51,3 +51,28 @@ def tiny_run(tmp_path):
                 f"train.output_dir={tmp_path / 'run'}", *overrides]
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def _fail_without_fixtures(request):
+    """A golden-fixture case whose parameter is MissingFixtures fails with its message (see fixture_utils)."""
+    callspec = getattr(request.node, "callspec", None)
+    for value in callspec.params.values() if callspec else ():
+        if type(value).__name__ == "MissingFixtures":
+            pytest.fail(str(value), pytrace=False)
+
+
+_FIXTURE_CASES: dict[str, int] = {}
+
+
+def pytest_runtest_logreport(report):
+    if "fixtures" in report.keywords and (report.when == "call" or report.outcome != "passed"):
+        _FIXTURE_CASES[report.outcome] = _FIXTURE_CASES.get(report.outcome, 0) + 1
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _FIXTURE_CASES:
+        from fixture_utils import fixtures_dir
+
+        counts = ", ".join(f"{n} {outcome}" for outcome, n in sorted(_FIXTURE_CASES.items()))
+        terminalreporter.write_line(f"golden-fixture cases: {counts} (fixtures under {fixtures_dir()})")
