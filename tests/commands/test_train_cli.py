@@ -69,3 +69,20 @@ def test_build_trainer_leaves_the_callers_config_alone(setup):
     trainer = build_trainer(cfg)
     assert to_dict(cfg) == before and cfg.model.image_size == 0 and cfg.data.image_size == 256
     assert trainer.cfg.model.image_size == trainer.cfg.data.image_size == 16  # what the run records
+
+
+@pytest.mark.parametrize("preset", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.stem)
+def test_presets_set_only_what_differs_from_the_defaults(preset):
+    import yaml
+
+    from vapi.config import to_dict
+
+    def flat(d, prefix=""):
+        return {k2: v2 for k, v in d.items()
+                for k2, v2 in (flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v}).items()}
+
+    defaults, given = flat(to_dict(RunConfig())), flat(yaml.safe_load(preset.read_text()))
+    assert given and set(given) <= set(defaults)
+    assert {k: v for k, v in given.items() if defaults[k] == v} == {}  # nothing repeats a default
+    resolved = flat(to_dict(load_config(RunConfig, preset)))
+    assert {k for k in defaults if resolved[k] != defaults[k]} == set(given)  # and everything set takes effect
