@@ -53,6 +53,13 @@ def tiny_run(tmp_path):
     return make
 
 
+@pytest.fixture
+def cli_run(tmp_path, tiny_run):
+    """(tmp_path, `vapi train` arguments for a 2-step run of the tiny models, a checkpoint a step, no images)."""
+    return tmp_path, tiny_run(16, "train.image_steps=0", "train.save_steps=1", "train.tensorboard=false",
+                              "train.max_steps=2")
+
+
 @pytest.fixture(autouse=True)
 def _fail_without_fixtures(request):
     """A golden-fixture case whose parameter is MissingFixtures fails with its message (see fixture_utils)."""
