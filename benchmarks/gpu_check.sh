@@ -37,7 +37,7 @@ import sys
 from pathlib import Path
 import torch
 from vapi.data.procedural import ProceduralShapes, save_as_image_folder
-from vapi.models.checkpoint import save_pretrained
+from vapi.models.weights_io import save_pretrained
 from vapi.models.llamagen_gpt import GPTConfig, LlamaGenGPT
 from vapi.models.llamagen_vq import VQConfig, VQModel
 out = Path(sys.argv[1])

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from vapi.data import ProceduralShapes
-from vapi.models.checkpoint import load_pretrained
+from vapi.models.weights_io import load_pretrained
 from vapi.objectives.rollout import sample_from_logits
 from vapi.sampling import SamplingConfig, generate
 

@@ -5,14 +5,11 @@ import argparse
 import importlib
 import sys
 
+from vapi.commands import UserError
 from vapi.errors import one_line
 
 # Each module defines `add_parser(subparsers)` (registering its parser with `func=run`) and `run(args) -> int`.
 COMMANDS = ("train", "sample", "eval", "convert", "inspect", "report", "env", "download", "pretrain", "demo")
-
-
-class UserError(Exception):
-    """Bad input from the user: printed as one line, exit code 2, no traceback."""
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -209,8 +209,10 @@ def _expand_leaf(cls, item: str, sections: list[str] = ()) -> str:
     return f"{matches[0] if len(matches) == 1 else key}={value}"
 
 
-def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] = ()) -> T:
-    """defaults < YAML < overrides, validated against `cls`. `path` may name a packaged config."""
+def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] = (),
+                values: dict[str, Any] | None = None) -> T:
+    """defaults < YAML < `values` < overrides, validated against `cls`. `path` may name a packaged config; `values`
+    maps dotted names to typed values (a command's own flags, which are aliases of options)."""
     data = to_dict(cls())
     if path:
         path = resolve_config_path(path)
@@ -218,6 +220,10 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path} must hold a YAML mapping of options")
         data = _merge(data, loaded)
+    for key, value in (values or {}).items():
+        for part in reversed(key.split(".")):
+            value = {part: value}
+        data = _merge(data, value)
     sections = []
     if hasattr(cls, "flat_name_sections"):  # which section a flat name shared by several means, from the dotted keys
         dotted = data
@@ -265,14 +271,15 @@ def save_config(cfg, path: str | Path) -> None:
     write_text_atomic(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
-def describe(cls, prefix: str = "") -> list[str]:
-    """One line per option: `name = default  help`, nested configs flattened with dots."""
+def describe(cls, prefix: str = "", defaults=None) -> list[str]:
+    """One line per option: `name = default  help`, nested configs flattened with dots (with the defaults the
+    parent gives them, e.g. `vapi sample`'s LlamaGen sampling values)."""
     lines = []
-    defaults = cls()
+    defaults = cls() if defaults is None else defaults
     for f in dataclasses.fields(cls):
         tp = _field_types(cls)[f.name]
         if _is_dataclass_type(tp):
-            lines += describe(tp, prefix + f.name + ".")
+            lines += describe(tp, prefix + f.name + ".", getattr(defaults, f.name))
             continue
         default = getattr(defaults, f.name)
         lines.append(f"  {prefix + f.name} = {default!r}  {f.metadata.get('help', '')}".rstrip())

@@ -20,12 +20,13 @@ index: resumable, shardable, batch-size independent up to floating-point reducti
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from vapi.models.protocols import PromptCondition, cat_conditions, condition_size
+from vapi.models.protocols import PromptCondition, cat_conditions, condition_size, index_condition
 
 CFG_SCHEDULES = ("constant", "linear", "power-cosine")
 
@@ -146,6 +147,28 @@ def generate(model, cond, cfg: SamplingConfig | None = None, *, num_tokens: int 
     finally:
         model.clear_cache()
         model.train(was_training)
+
+
+@torch.no_grad()
+def sample_images(policy, tokenizer, cond, cfg: SamplingConfig | None = None, *, batch_size: int | None = None,
+                  generator: torch.Generator | None = None, uniforms: torch.Tensor | None = None,
+                  autocast=nullcontext, clamp: bool = True) -> torch.Tensor:
+    """Generate tokens for `cond` and decode them: images [B, 3, H, W] float32, clamped to [-1, 1] unless `clamp` is
+    False (resizing before quantising sees the decoder's raw output, as LlamaGen's sampler does).
+
+    `batch_size` rows per generate() call (default: all); `uniforms` [B, T] as in `generate`. `autocast` wraps the
+    generation only: the tokenizer decodes in its own dtype."""
+    n = condition_size(cond)
+    step = batch_size or n
+    out = []
+    for start in range(0, n, step):
+        part = index_condition(cond, slice(start, start + step))
+        noise = None if uniforms is None else uniforms[start: start + step]  # [b, T]
+        with autocast():
+            tokens = generate(policy, part, cfg, generator=generator, uniforms=noise)  # [b, T]
+        images = tokenizer.decode(tokens).float()  # [b, 3, H, W]
+        out.append(images.clamp(-1, 1) if clamp else images)
+    return torch.cat(out)
 
 
 @torch.no_grad()

@@ -9,7 +9,7 @@ import torch
 
 from t2i_tiny import caption, write_caption_folder, write_tar_shards
 from vapi.data.captions import CaptionFolderDataset, CaptionTarDataset, ConditionedDataset, expand_shards
-from vapi.data.images import DataConfig, build_dataset
+from vapi.data.build import DataConfig, build_dataset
 from vapi.data.procedural import ProceduralShapes
 from vapi.models.protocols import PromptCondition
 

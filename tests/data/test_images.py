@@ -9,15 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from vapi.data.images import (
-    DataConfig,
-    HFDiskDataset,
-    ImageFolderDataset,
-    build_dataset,
-    center_crop_arr,
-    to_tensor,
-    uint8_to_tensor,
-)
+from vapi.data.build import DataConfig, build_dataset
+from vapi.data.images import HFDiskDataset, ImageFolderDataset
+from vapi.data.transforms import center_crop_arr, to_tensor, uint8_to_tensor
 
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
 

@@ -6,7 +6,8 @@ from collections import Counter
 import pytest
 import torch
 
-from vapi.data.images import ImageFolderDataset, build_dataset, DataConfig
+from vapi.data.build import DataConfig, build_dataset
+from vapi.data.images import ImageFolderDataset
 from vapi.data.procedural import ProceduralShapes, main, save_as_image_folder
 
 

@@ -7,11 +7,10 @@ import torch
 from PIL import Image
 
 import vapi.eval.sample_many as sm
+import vapi.sampling
 from tiny import tiny_policy, tiny_tokenizer
-from vapi.cli import main
 from vapi.eval.npz import NpzWriter, load_npz
-from vapi.models.checkpoint import save_pretrained
-from vapi.sampling import SamplingConfig, sample_next
+from vapi.models.weights_io import save_pretrained
 
 # 10 classes, 4x4 tokens, 16 px images (downsample 4)
 FAST = ["--cfg", "2.0", "--top-k", "0", "--device", "cpu", "--seed", "3"]
@@ -23,35 +22,29 @@ def models(tmp_path_factory):
     return save_pretrained(tiny_policy(seed=1), d / "gpt"), save_pretrained(tiny_tokenizer(seed=1), d / "vq")
 
 
-def run_cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def sample(capsys, models, out_dir, n, *extra):
+def sample(run_cli, models, out_dir, n, *extra):
     gpt, vq = models
-    return run_cli(capsys, "sample", "--gpt", gpt, "--vq", vq, "--num-samples", n, "--out-dir", out_dir, *FAST,
+    return run_cli("sample", "--gpt", gpt, "--vq", vq, "--num-samples", n, "--out-dir", out_dir, *FAST,
                    *extra)
 
 
 @pytest.fixture
 def count_generate(monkeypatch):
-    """Count generate() calls made by the mass sampler (one per batch)."""
+    """Count generate() calls made by the mass sampler (one per batch, through vapi.sampling.sample_images)."""
     calls = []
-    real = sm.generate
+    real = vapi.sampling.generate
 
     def counting(*args, **kwargs):
         calls.append(args[1].shape[0])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(sm, "generate", counting)
+    monkeypatch.setattr(vapi.sampling, "generate", counting)
     return calls
 
 
-def test_mass_sampling_writes_pngs_and_adm_npz(models, tmp_path, capsys):
+def test_mass_sampling_writes_pngs_and_adm_npz(models, tmp_path, run_cli):
     out = tmp_path / "run"
-    code, stdout, err = sample(capsys, models, out, 7, "--shard-size", "3", "--batch-size", "2",
+    code, stdout, err = sample(run_cli, models, out, 7, "--shard-size", "3", "--batch-size", "2",
                                "--labels", "balanced", "--resize", "12")
     assert code == 0, err
     assert "generated 3 shards (7 images" in stdout and "samples.npz" in stdout
@@ -93,33 +86,21 @@ def test_sharding_helpers():
         sm.rank_shards(5, 2, 2)
 
 
-def test_inverse_cdf_sampling_matches_distribution_and_filters():
-    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0, -30.0]]).repeat(20000, 1)  # [B, V]
-    u = torch.rand(20000, generator=torch.Generator().manual_seed(0))
-    tok = sample_next(logits, SamplingConfig(), uniform=u)
-    freq = torch.bincount(tok, minlength=5).double() / len(tok)
-    assert torch.allclose(freq, logits[0].double().softmax(0), atol=0.01)
-    top2 = sample_next(logits, SamplingConfig(top_k=2), uniform=u)
-    assert set(top2.tolist()) == {0, 1}
-    edge = sample_next(logits[:3], SamplingConfig(top_k=2), uniform=torch.tensor([0.0, 0.999999, 1 - 2**-24]))
-    assert edge.tolist() == [0, 1, 1]  # never a filtered token, even at the ends of [0, 1)
-
-
-def test_resume_skips_done_shards_and_redoes_a_deleted_one(models, tmp_path, capsys, count_generate):
+def test_resume_skips_done_shards_and_redoes_a_deleted_one(models, tmp_path, count_generate, run_cli):
     out = tmp_path / "run"
-    assert sample(capsys, models, out, 5, "--shard-size", "2", "--batch-size", "2")[0] == 0
+    assert sample(run_cli, models, out, 5, "--shard-size", "2", "--batch-size", "2")[0] == 0
     assert sum(count_generate) == 5 and len(count_generate) == 3  # 3 shards of <= 2 images, one batch each
     before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in (out / "samples").iterdir()}
 
     count_generate.clear()
-    code, stdout, _ = sample(capsys, models, out, 5, "--shard-size", "2", "--batch-size", "2")
+    code, stdout, _ = sample(run_cli, models, out, 5, "--shard-size", "2", "--batch-size", "2")
     assert code == 0 and count_generate == [] and "skipped 3 finished shards" in stdout
     assert {p.name: p.stat().st_mtime_ns for p in (out / "samples").iterdir()} == {k: v[0] for k, v in
                                                                                  before.items()}
 
     (out / "samples" / "000003.png").unlink()  # shard 1 = images 2, 3: regenerated whole, identically
     (out / "shards" / "00002.done").unlink()  # shard 2 = image 4
-    code, stdout, _ = sample(capsys, models, out, 5, "--shard-size", "2", "--batch-size", "2")
+    code, stdout, _ = sample(run_cli, models, out, 5, "--shard-size", "2", "--batch-size", "2")
     assert code == 0 and count_generate == [2, 1] and "skipped 1 finished shards" in stdout
     after = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in (out / "samples").iterdir()}
     assert after["000000.png"] == before["000000.png"]  # shard 0 untouched
@@ -127,15 +108,15 @@ def test_resume_skips_done_shards_and_redoes_a_deleted_one(models, tmp_path, cap
     assert all(after[k][1] == before[k][1] for k in before)  # ... with the same pixels
 
 
-def test_same_seed_same_images_whatever_the_batching_and_ranks(models, tmp_path, capsys, monkeypatch):
-    assert sample(capsys, models, tmp_path / "a", 6, "--shard-size", "6", "--batch-size", "6")[0] == 0
+def test_same_seed_same_images_whatever_the_batching_and_ranks(models, tmp_path, monkeypatch, run_cli):
+    assert sample(run_cli, models, tmp_path / "a", 6, "--shard-size", "6", "--batch-size", "6")[0] == 0
     ref_imgs, ref_labels = load_npz(tmp_path / "a" / "samples.npz")
 
     # two torchrun ranks, shard size 2: rank 1 does shards 1 and 3 and leaves the npz to rank 0
     for rank in (1, 0):
         monkeypatch.setenv("RANK", str(rank))
         monkeypatch.setenv("WORLD_SIZE", "2")
-        code, stdout, _ = sample(capsys, models, tmp_path / "b", 6, "--shard-size", "2", "--batch-size", "1")
+        code, stdout, _ = sample(run_cli, models, tmp_path / "b", 6, "--shard-size", "2", "--batch-size", "1")
         assert code == 0 and f"rank {rank}/2: generated" in stdout
         if rank == 1:
             assert sorted(p.name for p in (tmp_path / "b" / "shards").iterdir()) == ["00001.done"]
@@ -146,17 +127,17 @@ def test_same_seed_same_images_whatever_the_batching_and_ranks(models, tmp_path,
 
     monkeypatch.delenv("RANK")
     monkeypatch.delenv("WORLD_SIZE")
-    assert sample(capsys, models, tmp_path / "c", 6, "--seed", "4")[0] == 0
+    assert sample(run_cli, models, tmp_path / "c", 6, "--seed", "4")[0] == 0
     other, _ = load_npz(tmp_path / "c" / "samples.npz")
     assert not np.array_equal(other, ref_imgs)
 
 
 @pytest.mark.parametrize("case", ["other_settings", "half_mass", "both_modes", "no_mode"])
-def test_bad_mass_sampling_inputs_are_one_line_errors(models, tmp_path, capsys, case):
+def test_bad_mass_sampling_inputs_are_one_line_errors(models, tmp_path, case, run_cli):
     gpt, vq = models
     base = ["sample", "--gpt", gpt, "--vq", vq, *FAST]
     if case == "other_settings":
-        assert sample(capsys, models, tmp_path / "r", 2)[0] == 0
+        assert sample(run_cli, models, tmp_path / "r", 2)[0] == 0
         argv, expect = [*base, "--num-samples", 2, "--out-dir", tmp_path / "r", "--cfg", "3"], "sampling.cfg_scale"
     elif case == "half_mass":
         argv, expect = [*base, "--num-samples", 2], "needs both --num-samples and --out-dir"
@@ -165,7 +146,7 @@ def test_bad_mass_sampling_inputs_are_one_line_errors(models, tmp_path, capsys, 
         expect = "separate modes"
     else:
         argv, expect = base, "give --classes and --out"
-    code, _, err = run_cli(capsys, *argv)
+    code, _, err = run_cli(*argv)
     assert code == 2 and expect in err and err.count("\n") == 1
 
 

@@ -2,17 +2,13 @@
 import pytest
 import torch
 
+from tiny import tiny_gpt
 from vapi.models.llamagen_gpt import GPTConfig, LlamaGenGPT, gpt_config
 from vapi.sampling import SamplingConfig, generate, generate_uncached
 
 
 def tiny(**kw):
-    base = dict(dim=64, n_layer=2, n_head=4, vocab_size=32, block_size=16, num_classes=5, token_dropout_p=0.0,
-                resid_dropout_p=0.0, ffn_dropout_p=0.0)
-    torch.manual_seed(0)
-    model = LlamaGenGPT(GPTConfig(**{**base, **kw}))
-    torch.nn.init.normal_(model.output.weight, std=0.5)  # the LlamaGen init zeroes the head: give it signal
-    return model.eval()
+    return tiny_gpt(**{"vocab_size": 32, "num_classes": 5, **kw})
 
 
 def test_zero_init_head_gives_uniform_logits():

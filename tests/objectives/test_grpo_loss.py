@@ -12,7 +12,7 @@ def test_on_policy_loss_is_minus_mean_advantage():
     tokens = torch.randint(0, 6, (3, 4))
     old = torch.log_softmax(logits, -1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
     adv = torch.tensor([1.0, -2.0, 0.5])
-    loss, stats = GRPOLoss(kl_weight=0.0)(logits, tokens, old, adv)
+    loss, stats = GRPOLoss(beta=0.0)(logits, tokens, old, adv)
     assert loss.item() == pytest.approx(-adv.mean().item(), abs=1e-6)
     assert stats.ratio_mean.item() == pytest.approx(1.0) and stats.clip_ratio.item() == 0.0
 
@@ -23,14 +23,14 @@ def test_clip_and_kl_by_hand():
     tokens = torch.zeros(1, 1, dtype=torch.long)
     old = torch.full((1, 1), math.log(0.5) - 1.0)  # ratio = e
     ref = torch.tensor([[[math.log(0.25), math.log(0.75)]]])
-    loss, stats = GRPOLoss(epsilon=0.2, kl_weight=0.5)(new, tokens, old, torch.tensor([1.0]), ref)
+    loss, stats = GRPOLoss(epsilon=0.2, beta=0.5)(new, tokens, old, torch.tensor([1.0]), ref)
     delta = math.log(0.25) - math.log(0.5)
     kl = math.exp(delta) - delta - 1
     assert stats.kl.item() == pytest.approx(kl, rel=1e-5)
     assert loss.item() == pytest.approx(-1.2 + 0.5 * kl, rel=1e-5)  # the ratio e is clipped to 1.2
     assert stats.clip_ratio.item() == 1.0
     with pytest.raises(ValueError, match="ref_logits"):
-        GRPOLoss(kl_weight=0.1)(new, tokens, old, torch.tensor([1.0]))
+        GRPOLoss(beta=0.1)(new, tokens, old, torch.tensor([1.0]))
 
 
 def test_guidance():

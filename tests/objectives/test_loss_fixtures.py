@@ -33,7 +33,7 @@ def _compute(cfg: dict, io: dict) -> dict[str, torch.Tensor]:
     kl_on = bool(cfg.get("use_kl_loss"))
     mask = io["token_mask"].bool() if cfg.get("use_token_dropout") else None
     objective = VaPiLoss(epsilon=cfg["clip_range"], prior_weight=cfg["aux_ce_weight"],
-                         kl_weight=cfg["kl_coef"] if kl_on else 0.0, temperature=temperature,
+                         beta=cfg["kl_coef"] if kl_on else 0.0, temperature=temperature,
                          grad_accum_steps=cfg["gradient_accumulation_steps"])
     old_logps = token_logprobs(io["old_logits"], io["sampled_tokens"], temperature)  # [B*G, T]
     adv_raw = group_advantages(io["rewards"], G, clip=None, eps=cfg["adv_std_eps"])  # [B*G]

@@ -97,7 +97,7 @@ def _batch(seed=0, N=4, T=5, V=7):
 def test_vapi_loss_combines_terms_and_detaches_stats():
     new_logits, tokens, old_logps, adv, gt = _batch()
     ref_logits = new_logits.detach() + 0.1
-    objective = VaPiLoss(epsilon=0.2, prior_weight=0.1, kl_weight=0.05, temperature=0.9, grad_accum_steps=2)
+    objective = VaPiLoss(epsilon=0.2, prior_weight=0.1, beta=0.05, temperature=0.9, grad_accum_steps=2)
     loss, stats = objective(new_logits, tokens, old_logps, adv, gt, ref_logits=ref_logits)
     new_logps = token_logprobs(new_logits, tokens, 0.9)
     policy, _ = clipped_surrogate(new_logps, old_logps, adv, 0.2)
@@ -124,7 +124,7 @@ def test_vapi_loss_on_policy_ratio_is_one():
 def test_vapi_loss_validation():
     new_logits, tokens, old_logps, adv, gt = _batch()
     with pytest.raises(ValueError, match="ref_logits"):
-        VaPiLoss(kl_weight=0.1)(new_logits, tokens, old_logps, adv, gt)
+        VaPiLoss(beta=0.1)(new_logits, tokens, old_logps, adv, gt)
     with pytest.raises(ValueError):
         VaPiLoss(grad_accum_steps=0)
     with pytest.raises(ValueError):

@@ -8,7 +8,7 @@ import torch
 from t2i_tiny import tiny_clip_folder
 from tiny import tiny_tokenizer
 from vapi.models.classifier import Classifier, classifier_config
-from vapi.models.checkpoint import save_pretrained
+from vapi.models.weights_io import save_pretrained
 from vapi.models.protocols import PromptCondition
 from vapi.objectives.rewards import Reward, RewardConfig, score_tokens
 

@@ -9,7 +9,7 @@ from vapi.cli import main
 from vapi.config import load_config
 from vapi.data import ProceduralShapes
 from vapi.eval.features import ClassifierExtractor
-from vapi.models.checkpoint import load_pretrained
+from vapi.models.weights_io import load_pretrained
 from vapi.models.classifier import Classifier, ClassifierConfig
 from vapi.models.llamagen_gpt import LlamaGenGPT
 from vapi.models.llamagen_vq import VQModel

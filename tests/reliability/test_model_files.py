@@ -9,7 +9,7 @@ from safetensors.torch import load_file, save_file
 
 from tiny import tiny_policy, tiny_tokenizer
 from vapi.cli import main
-from vapi.models.checkpoint import save_pretrained
+from vapi.models.weights_io import save_pretrained
 
 
 @pytest.fixture

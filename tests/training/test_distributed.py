@@ -19,7 +19,7 @@ from tiny import tiny_policy, tiny_tokenizer
 from vapi.cli import main
 from vapi.data.procedural import ProceduralShapes, save_as_image_folder
 from vapi.methods import vapi as vapi_method
-from vapi.models.checkpoint import save_pretrained
+from vapi.models.weights_io import save_pretrained
 from vapi.models.state_dict_io import read_folder_weights
 from vapi.training import trainer as trainer_module
 from vapi.training.distributed import DistInfo

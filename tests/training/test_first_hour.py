@@ -11,7 +11,7 @@ from PIL import Image
 from tiny import tiny_config, tiny_policy, tiny_tokenizer
 from vapi.cli import main
 from vapi.data.procedural import ProceduralShapes, save_as_image_folder
-from vapi.models.checkpoint import export_llamagen, save_pretrained
+from vapi.models.weights_io import export_llamagen, save_pretrained
 from vapi.training.trainer import Trainer
 
 
@@ -92,7 +92,7 @@ def test_class_map_and_fewer_classes_warning(setup, capsys):
 
 
 def test_class_map_txt_gives_line_numbers(tmp_path):
-    from vapi.data.images import DataConfig, build_dataset
+    from vapi.data.build import DataConfig, build_dataset
 
     data = save_as_image_folder(ProceduralShapes(12, image_size=8, seed=0, num_classes=2), tmp_path / "images")
     names = sorted(p.name for p in Path(data).iterdir())
@@ -105,7 +105,7 @@ def test_class_map_txt_gives_line_numbers(tmp_path):
 
 def test_image_size_is_never_guessed_for_training(setup, capsys):
     tmp_path, args = setup
-    from vapi.models.checkpoint import load_gpt
+    from vapi.models.weights_io import load_gpt
 
     export_llamagen(load_gpt(tmp_path / "gpt"), tmp_path / "my_finetune.pt")
     args = [a for a in args if "model.gpt" not in a] + [f"model.gpt={tmp_path / 'my_finetune.pt'}"]

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from tiny import tiny_config, tiny_policy, tiny_tokenizer
-from vapi.models.checkpoint import load_model
+from vapi.models.weights_io import load_model
 from vapi.models.lora import LoraConfig, apply_lora, merged_state_dict
 from vapi.training.parallelize import apply_activation_checkpointing
 from vapi.training.trainer import Trainer

@@ -3,7 +3,7 @@ import pytest
 
 from tiny import tiny_config, tiny_policy, tiny_tokenizer
 from vapi.cli import main
-from vapi.models.checkpoint import save_pretrained
+from vapi.models.weights_io import save_pretrained
 from vapi.training.resolve import latest_step_dir, resolve_model_dir, run_dir_of, write_latest
 from vapi.training.trainer import Trainer
 

@@ -9,6 +9,10 @@ from vapi.config import describe
 CONFIG_PARSERS: set[int] = set()
 
 
+class UserError(Exception):
+    """Bad input from the user: `vapi.cli.main` prints it as one line and exits 2, without a traceback."""
+
+
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """The module docstring as written, and each option's default after its help (unless the help already states
     it, or there is none: None, empty, a false switch)."""
@@ -18,8 +22,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         default = action.default
         if (default in (None, "", False, argparse.SUPPRESS) or "default" in text or not action.option_strings):
             return text
-        return f"{text} (default: %(default)s)".strip()  # ids of the parsers add_config_parser built
-
+        return f"{text} (default: %(default)s)".strip()
 
 
 def add_config_parser(subparsers, name: str, cfg_cls, help: str, description: str,
@@ -33,8 +36,42 @@ def add_config_parser(subparsers, name: str, cfg_cls, help: str, description: st
     parser.add_argument("--config", metavar="FILE", help=config_help + "; or the name of a shipped config")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="option overrides (also --key value or --key=value)")
-    CONFIG_PARSERS.add(id(parser))
+    CONFIG_PARSERS.add(id(parser))  # ids of the config-driven parsers (see normalize_overrides)
     return parser
+
+
+def add_flag_aliases(parser: argparse.ArgumentParser, cfg_cls, aliases: dict[str, str]) -> None:
+    """Drive a flag-style subcommand by a config dataclass, like `train`: it also takes `--config FILE` and
+    `key=value` overrides, and each of its own flags (argparse dest → dotted option in `aliases`) is an alias of an
+    option, applied only when given. Precedence: defaults < YAML < given flags < key=value (`config_from_args`)."""
+    parser.add_argument("--config", metavar="FILE", help="YAML file of options (see the list below)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="option overrides, e.g. sampling.top_k=0 (also --key value or --key=value)")
+    parser.epilog = "options (key = default  help):\n" + "\n".join(describe(cfg_cls))
+    parser.set_defaults(_config_cls=cfg_cls, _aliases=aliases)
+    for action in parser._actions:
+        if action.dest in aliases:
+            action.__class__ = _recording(type(action))
+    CONFIG_PARSERS.add(id(parser))
+
+
+def _recording(action_cls: type) -> type:
+    """`action_cls` that also notes its dest in `namespace._given` when the command line uses it."""
+
+    class Recorded(action_cls):
+        def __call__(self, parser, namespace, values, option_string=None):
+            super().__call__(parser, namespace, values, option_string)
+            namespace.__dict__.setdefault("_given", set()).add(self.dest)
+
+    return Recorded
+
+
+def config_from_args(args: argparse.Namespace):
+    """The config of a command built by `add_flag_aliases`: defaults < --config < the flags given < key=value."""
+    from vapi.config import load_config
+
+    given = {args._aliases[dest]: getattr(args, dest) for dest in sorted(getattr(args, "_given", ()))}
+    return load_config(args._config_cls, args.config, args.overrides, values=given)
 
 
 def _subparser(parser: argparse.ArgumentParser, token: str) -> argparse.ArgumentParser | None:
@@ -82,4 +119,22 @@ def _rewrite(parser: argparse.ArgumentParser, tokens: list[str]) -> list[str]:
             tok = f"{key}={value}"
         out.append(tok)
         i += 1
-    return out
+    return _overrides_after_first_positional(parser, out)
+
+
+def _overrides_after_first_positional(parser: argparse.ArgumentParser, tokens: list[str]) -> list[str]:
+    """argparse fills every positional from the first run of positional tokens, so with a positional before
+    `overrides` (`vapi eval SAMPLES ...`) a `key=value` written after an option would be refused: move the overrides
+    right behind that first positional. Option values (`--ref a=b.npz`) stay where they are."""
+    if "--" in tokens or not any(not a.option_strings and a.dest != "overrides" for a in parser._actions):
+        return tokens
+    kinds, value_next = [], False  # per token: "option", "value" (of the option before it) or "positional"
+    for tok in tokens:
+        is_option = tok.startswith("-") and len(tok) > 1
+        kinds.append("option" if is_option else "value" if value_next else "positional")
+        action = parser._option_string_actions.get(tok.split("=", 1)[0]) if is_option else None
+        value_next = action is not None and action.nargs != 0 and "=" not in tok
+    overrides = [t for t, k in zip(tokens, kinds) if k == "positional" and "=" in t]
+    rest = [(t, k) for t, k in zip(tokens, kinds) if not (k == "positional" and "=" in t)]
+    first = next((i for i, (_, k) in enumerate(rest) if k == "positional"), len(rest) - 1)
+    return [t for t, _ in rest[:first + 1]] + overrides + [t for t, _ in rest[first + 1:]]

@@ -13,10 +13,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vapi.cli import UserError
-from vapi.commands import HelpFormatter
+from vapi.commands import HelpFormatter, UserError
 from vapi.commands.model_args import add_model_options, gpt_overrides, parse_size
-from vapi.models.checkpoint import DEFAULT_MAX_SHARD_BYTES, export_llamagen, load_model, save_pretrained
+from vapi.models.weights_io import DEFAULT_MAX_SHARD_BYTES, export_llamagen, load_model, save_pretrained
 
 LLAMAGEN_SUFFIXES = (".pt", ".pth", ".bin")
 

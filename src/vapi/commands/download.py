@@ -28,7 +28,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vapi.cli import UserError
+    from vapi.commands import UserError
     from vapi.weights import cache_path, download
 
     names = []

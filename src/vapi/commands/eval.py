@@ -15,13 +15,16 @@ class accuracy against the npz labels. --random-inception runs an untrained Ince
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from vapi.cli import UserError
-from vapi.commands import HelpFormatter
-from vapi.commands.model_args import positive_int, resolve_device
+from vapi.commands import HelpFormatter, UserError, add_flag_aliases, config_from_args
+from vapi.commands.model_args import positive_int
+from vapi.config import helpf
+from vapi.training.distributed import resolve_device
 
 RANDOM_INCEPTION_WARNING = ("warning: --random-inception: Inception has random weights; these numbers test the "
                             "pipeline only and are not FID / IS / precision / recall")
@@ -31,28 +34,51 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vapi" / "eval"
 
 
+@dataclass
+class EvalConfig:
+    """Every option of `vapi eval`; the command's positional SAMPLES and flags are aliases of these."""
+
+    samples: str = helpf("", "sample batch: ADM .npz (arr_0 uint8 NHWC) or image folder")
+    ref: str = helpf("", "reference: ADM .npz with mu/sigma, any image .npz, or image folder")
+    features: str = helpf("inception", "'inception' (ADM-comparable) or a vapi classifier folder, or the run / step "
+                                       "folder of its training (relative numbers only)")
+    inception_weights: str | None = helpf(None, "torch-fidelity InceptionV3 weights file (default: "
+                                                "$TORCH_HOME/hub/checkpoints/)")
+    random_inception: bool = helpf(False, "TESTS ONLY: randomly initialised Inception, no weights file; the numbers "
+                                          "mean nothing")
+    batch_size: int = helpf(64, "images per feature-network forward")
+    device: str = helpf("auto", "cpu, cuda, cuda:1, ... (auto: cuda when available)")
+    cache_dir: str | None = helpf(None, "reference statistics cache (default: $XDG_CACHE_HOME/vapi/eval)")
+    json: str | None = helpf(None, "results file (default: SAMPLES with suffix .eval.json)")
+
+    def __post_init__(self) -> None:
+        if self.batch_size <= 0:
+            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size}")
+
+
+def _help(name: str) -> str:
+    return next(f.metadata["help"] for f in dataclasses.fields(EvalConfig) if f.name == name)
+
+
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("eval", help="FID / IS / precision / recall of samples against a reference batch",
                               description=__doc__, formatter_class=HelpFormatter)
-    p.add_argument("samples", help="sample batch: ADM .npz (arr_0 uint8 NHWC) or image folder")
-    p.add_argument("--ref", required=True, help="reference: ADM .npz with mu/sigma, any image .npz, or image folder")
-    p.add_argument("--features", default="inception",
-                   help="'inception' (ADM-comparable) or a vapi classifier folder, or the run / step folder of its "
-                        "training (relative numbers only)")
-    p.add_argument("--inception-weights", default=None,
-                   help="torch-fidelity InceptionV3 weights file (default: $TORCH_HOME/hub/checkpoints/)")
-    p.add_argument("--random-inception", action="store_true",
-                   help="TESTS ONLY: randomly initialised Inception, no weights file; the numbers mean nothing")
-    p.add_argument("--batch-size", type=positive_int, default=64, help="images per feature-network forward")
+    p.add_argument("samples", help=_help("samples"))
+    p.add_argument("--ref", help=_help("ref") + " (required)")
+    p.add_argument("--features", default="inception", help=_help("features"))
+    p.add_argument("--inception-weights", default=None, help=_help("inception_weights"))
+    p.add_argument("--random-inception", action="store_true", help=_help("random_inception"))
+    p.add_argument("--batch-size", type=positive_int, default=64, help=_help("batch_size"))
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     p.add_argument("--cache-dir", default=None,
                    help=f"reference statistics cache (default: {default_cache_dir()})")
-    p.add_argument("--json", default=None, help="results file (default: SAMPLES with suffix .eval.json)")
+    p.add_argument("--json", default=None, help=_help("json"))
+    add_flag_aliases(p, EvalConfig, {f.name: f.name for f in dataclasses.fields(EvalConfig)})
     p.set_defaults(func=run)
     return p
 
 
-def build_extractor(args: argparse.Namespace, device):
+def build_extractor(args: EvalConfig, device):
     """(extractor, prefer the reference file's stored statistics, class-aligned labels)."""
     from vapi.eval.features import ClassifierExtractor, InceptionV3Extractor
 
@@ -68,7 +94,7 @@ def build_extractor(args: argparse.Namespace, device):
         return ext, not args.random_inception, False
     if args.random_inception or args.inception_weights:
         raise UserError("--random-inception / --inception-weights apply to --features inception only")
-    from vapi.models.checkpoint import load_pretrained
+    from vapi.models.weights_io import load_pretrained
 
     from vapi.training.resolve import resolve_model_dir
 
@@ -95,13 +121,17 @@ def run(args: argparse.Namespace) -> int:
     from vapi.eval.npz import check_images_npz
     from vapi.eval.report import evaluate_files, format_table, write_json
 
+    args = config_from_args(args)  # EvalConfig: defaults < --config < the flags given < key=value
+    if not args.ref:
+        raise UserError("--ref is required: the reference batch (ADM .npz, image .npz or image folder)")
+
     if Path(args.samples).is_file():
         check_images_npz(args.samples)  # uint8 [N, H, W, 3] only: refused before any model loads
     sizes = _image_size(Path(args.samples)), _image_size(Path(args.ref))
     if None not in sizes and sizes[0] != sizes[1]:  # Inception resizes anyway, but FID then measures the resize too
         print(f"warning: samples are {sizes[0][0]}x{sizes[0][1]} px, reference images {sizes[1][0]}x{sizes[1][1]}; "
               f"the paper protocol resizes samples to the reference size (vapi sample --resize)", file=sys.stderr)
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, option="--device")
     extractor, prefer_file_stats, use_labels = build_extractor(args, device)
     results = evaluate_files(args.samples, args.ref, extractor,
                              cache_dir=args.cache_dir or default_cache_dir(), batch_size=args.batch_size,

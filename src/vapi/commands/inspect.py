@@ -16,7 +16,7 @@ import math
 from pathlib import Path
 
 from vapi.commands.model_args import add_model_options, gpt_overrides
-from vapi.models.checkpoint import load_model
+from vapi.models.weights_io import load_model
 from vapi.models.infer_config import (DEFAULT_IMAGE_SIZE, GPT_DOWNSAMPLE, gpt_preset_name, image_size_from_filename,
                                       vq_preset_name)
 from vapi.models.llamagen_gpt import LlamaGenGPT

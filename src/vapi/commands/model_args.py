@@ -8,8 +8,6 @@ from __future__ import annotations
 import argparse
 import re
 
-import torch
-
 from vapi.models.llamagen_gpt import GPT_PRESETS
 from vapi.models.llamagen_vq import VQ_PRESETS
 
@@ -53,9 +51,3 @@ def add_model_options(p: argparse.ArgumentParser, *, gpt: bool = True, vq: bool 
 def gpt_overrides(args: argparse.Namespace) -> dict:
     """GPTConfig fields the user set on the command line."""
     return {"n_head": args.n_head} if getattr(args, "n_head", None) else {}
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)

@@ -18,15 +18,16 @@ import time
 
 import torch
 
-from vapi.cli import UserError
-from vapi.commands.model_args import gpt_overrides, positive_int, resolve_device
+from vapi.commands import UserError
+from vapi.commands.model_args import gpt_overrides, positive_int
 from vapi.config import get_dtype
 from vapi.eval.geneval import export_geneval
 from vapi.imageio import save_grid
-from vapi.models.build import MODEL_KINDS, PolicyBundle, build_policy
-from vapi.models.protocols import PromptCondition
+from vapi.models.build import MODEL_KINDS, build_policy
+from vapi.models.protocols import PolicyBundle, PromptCondition
 from vapi.models.text_encoder import TextEncoderConfig
-from vapi.sampling import SamplingConfig, generate
+from vapi.sampling import SamplingConfig, sample_images
+from vapi.training.distributed import resolve_device
 
 
 def add_text_options(p: argparse.ArgumentParser) -> None:
@@ -62,11 +63,7 @@ def make_generate_fn(bundle: PolicyBundle, cfg: SamplingConfig, *, batch_size: i
         cond = bundle.prompt_encoder(prompts).to(device).repeat_interleave(n)  # B*n rows
         if cond.inputs.is_floating_point():
             cond = PromptCondition(cond.inputs.to(dtype), cond.mask)  # T5 features in the GPT's dtype
-        out = []
-        for s in range(0, len(cond), batch_size):
-            tokens = generate(bundle.policy, cond.index(slice(s, s + batch_size)), cfg, generator=generator)
-            out.append(bundle.tokenizer.decode(tokens).float().clamp(-1, 1))  # [b, 3, H, W]
-        return torch.cat(out)
+        return sample_images(bundle.policy, bundle.tokenizer, cond, cfg, batch_size=batch_size, generator=generator)
 
     return generate_images
 
@@ -76,7 +73,7 @@ def run_text(args: argparse.Namespace, cfg: SamplingConfig) -> int:
         raise UserError("text mode writes to --out: a .png grid, or a folder for GenEval .jsonl prompts")
     if not (args.prompt or args.prompts):
         raise UserError("text mode needs --prompt TEXT (repeatable) or --prompts FILE (.txt or GenEval .jsonl)")
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, option="--device")
     text = TextEncoderConfig(path=args.text_encoder, cache_dir=args.text_cache_dir)
     bundle = build_policy(args.model_kind, args.gpt, args.vq or "", text=text, gpt_preset=args.gpt_model,
                           vq_preset=getattr(args, "vq_model", None), image_size=args.image_size,

@@ -13,7 +13,7 @@ Two layouts, chosen by `build_dataset` (`data.kind = captions | webdataset`, or 
 Nothing is dropped silently: a shard that cannot be read is skipped as a whole and recorded in `skipped` and
 `skipped_shards`; an image without a caption, a caption without an image or an unparseable JSON caption is a
 recorded member skip; an image whose bytes fail to decode is found at load time, recorded and replaced by the next
-readable item (as in vapi.data.images). Image preprocessing is the same ADM center crop as the class datasets.
+readable item (as in vapi.data.transforms). Image preprocessing is the same ADM center crop as the class datasets.
 
 `ConditionedDataset` turns the captions into the generator's PromptCondition (FLAN-T5 features, Janus prompt ids)
 through its prompt encoder, precomputing them once at construction.
@@ -30,10 +30,9 @@ import re
 import tarfile
 import warnings
 
-from PIL import Image
 from torch.utils.data import Dataset
 
-from vapi.data.images import IMG_EXTENSIONS, _RobustImageDataset, _summarise, to_rgb
+from vapi.data.transforms import IMG_EXTENSIONS, RobustImageDataset, open_rgb, summarise_skips
 
 IMAGE_KEYS = ("file_name", "image", "file", "path", "filename")
 CAPTION_KEYS = ("caption", "text", "prompt", "TEXT", "alt")
@@ -94,7 +93,7 @@ def _column(rows: list[dict], wanted: str, candidates: tuple[str, ...], what: st
     raise ValueError(f"{path}: no {what} column (looked for {', '.join(candidates)}); columns: {sorted(keys)}")
 
 
-class CaptionFolderDataset(_RobustImageDataset):
+class CaptionFolderDataset(RobustImageDataset):
     """Images + a `.jsonl`/`.csv` of (image file, caption) rows → (image, caption)."""
 
     def __init__(self, root: str | os.PathLike, image_size: int, captions_file: str = "", caption_column: str = ""):
@@ -129,18 +128,6 @@ class CaptionFolderDataset(_RobustImageDataset):
     def captions(self) -> list[str]:
         return [c for _, c in self.samples]
 
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def _name(self, index: int) -> str:
-        return self.samples[index][0]
-
-    def _decode(self, index: int):
-        path, caption = self.samples[index]
-        with Image.open(path) as image:
-            image.load()
-            return to_rgb(image), caption
-
 
 def expand_shards(spec: str) -> list[str]:
     """'dir' | 'a.tar,b.tar' | 'shards/*.tar' | 'shards/{00000..00073}.tar' → sorted .tar paths."""
@@ -170,7 +157,7 @@ def _caption_from(name: str, data: bytes) -> str:
     return ""
 
 
-class CaptionTarDataset(_RobustImageDataset):
+class CaptionTarDataset(RobustImageDataset):
     """Webdataset tar shards of image + txt/json members → (image, caption); bad shards/members are counted skips."""
 
     def __init__(self, shards: str, image_size: int):
@@ -225,9 +212,6 @@ class CaptionTarDataset(_RobustImageDataset):
     def captions(self) -> list[str]:
         return [s[3] for s in self.samples]
 
-    def __len__(self) -> int:
-        return len(self.samples)
-
     def _name(self, index: int) -> str:
         shard, offset, _, _ = self.samples[index]
         return f"{shard}@{offset}"
@@ -237,9 +221,7 @@ class CaptionTarDataset(_RobustImageDataset):
         with open(shard, "rb") as f:
             f.seek(offset)
             data = f.read(size)
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
-            return to_rgb(image), caption
+        return open_rgb(io.BytesIO(data)), caption
 
 
 def _members_until_damage(tf: tarfile.TarFile, shard: str, skipped: dict):
@@ -255,13 +237,13 @@ def _members_until_damage(tf: tarfile.TarFile, shard: str, skipped: dict):
         skipped[shard] = f"truncated shard: salvaged the {count} members before {type(err).__name__}: {err}"
 
 
-def _finish(ds: _RobustImageDataset, what: str) -> None:
+def _finish(ds: RobustImageDataset, what: str) -> None:
     ds.num_classes, ds.class_names = 0, []
     if not ds.samples:
-        detail = f"; skipped {len(ds.skipped)} ({_summarise(ds.skipped)})" if ds.skipped else ""
+        detail = f"; skipped {len(ds.skipped)} ({summarise_skips(ds.skipped)})" if ds.skipped else ""
         raise ValueError(f"no (image, caption) pairs in {what}{detail}")
     if ds.skipped:
-        warnings.warn(f"{type(ds).__name__}: skipped {len(ds.skipped)} entries ({_summarise(ds.skipped)}) in "
+        warnings.warn(f"{type(ds).__name__}: skipped {len(ds.skipped)} entries ({summarise_skips(ds.skipped)}) in "
                       f"{what}; see .skipped", stacklevel=3)
 
 

@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from vapi.data.images import uint8_to_tensor
+from vapi.data.transforms import uint8_to_tensor
 
 # (shape, colour family, base hue in [0, 1)). Order defines the label ids.
 CLASSES: tuple[tuple[str, str, float], ...] = (

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from vapi.imageio import to_uint8
 from vapi.weights import WEIGHT_FILES
 
 INCEPTION_WEIGHTS_FILE = WEIGHT_FILES["inception"].file
@@ -47,16 +48,9 @@ class FeatureExtractor(Protocol):
         ...
 
 
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """Float images in [-1, 1] -> uint8 [0, 255] with LlamaGen's rounding (`127.5 x + 128`, truncated); uint8 as is."""
-    if images.dtype == torch.uint8:
-        return images
-    return (127.5 * images.float() + 128.0).clamp(0, 255).to(torch.uint8)
-
-
 def to_unit_range(images: torch.Tensor) -> torch.Tensor:
     """uint8 [0, 255] -> float [-1, 1] exactly as the data pipeline does (ToTensor + Normalize(0.5, 0.5), see
-    `vapi.data.images.uint8_to_tensor`); float images are returned as float32 unchanged."""
+    `vapi.data.transforms.uint8_to_tensor`); float images are returned as float32 unchanged."""
     if images.dtype == torch.uint8:
         return images.float().div(255.0).sub(0.5).div(0.5)
     return images.float()

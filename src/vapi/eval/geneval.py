@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from vapi.eval.features import to_uint8
+from vapi.imageio import to_uint8
 
 # generate(prompts, n) -> images [len(prompts) * n, 3, H, W], uint8 or float in [-1, 1]; prompt i owns rows
 # [i * n, (i + 1) * n).

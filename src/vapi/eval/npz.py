@@ -24,7 +24,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vapi.eval.features import FeatureExtractor, compute_features, to_uint8
+from vapi.eval.features import FeatureExtractor, compute_features
+from vapi.imageio import to_uint8
 from vapi.eval.metrics import feature_statistics
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -172,8 +173,7 @@ def _open_member(zf: zipfile.ZipFile, path, key: str):
 def _check_images(shape, dtype, where: str):
     if dtype != np.uint8 or len(shape) != 4 or shape[-1] != 3:
         raise ValueError(f"{where} is {dtype} {list(shape)}; images must be uint8 [N, H, W, 3] (0-255, RGB, as "
-                         "`vapi sample` writes); for [-1, 1] floats x: ((x + 1) * 127.5).round().clip(0, 255)"
-                         ".astype(np.uint8)")
+                         "`vapi sample` writes); convert [-1, 1] floats with vapi.imageio.to_uint8")
     return shape, dtype
 
 

@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 
 from vapi.eval.npz import NpzWriter
 from vapi.imageio import to_uint8
-from vapi.sampling import SamplingConfig, generate
+from vapi.sampling import SamplingConfig, sample_images
 
 LABEL_MODES = ("uniform", "balanced")
 _LABEL_STREAM, _NOISE_STREAM = 0, 1  # independent RNG streams per sample index
@@ -157,15 +157,14 @@ def sample_many(bundle, out_dir: str | os.PathLike, num_samples: int, sampling: 
                 progress: bool = True) -> SampleManyResult:
     """Generate this rank's unfinished shards of `num_samples` images into `out_dir` (layout in the module doc).
 
-    `bundle` has `gpt` (c2i, LlamaGen-like), `vq` (with `decode(tokens, grid)`) and `image_size`. `settings`
+    `bundle` is a PolicyBundle: `policy` (c2i, LlamaGen-like), `tokenizer` and `image_size`. `settings`
     (e.g. checkpoint paths) joins the manifest, so a rerun against other weights is refused.
     """
-    gpt, vq = bundle.gpt, bundle.vq
+    policy = bundle.policy
     if labels not in LABEL_MODES:
         raise ValueError(f"labels must be one of {LABEL_MODES}, got {labels!r}")
     out_dir = Path(out_dir)
-    num_classes, num_tokens = gpt.config.num_classes, gpt.num_image_tokens
-    grid = bundle.image_size // vq.downsample
+    num_classes, num_tokens = policy.config.num_classes, policy.num_image_tokens
     check_manifest(out_dir, {"seed": seed, "labels": labels, "num_classes": num_classes, "shard_size": shard_size,
                              "image_size": bundle.image_size, "resize": resize,
                              "sampling": dataclasses.asdict(sampling), **(settings or {})})
@@ -173,7 +172,7 @@ def sample_many(bundle, out_dir: str | os.PathLike, num_samples: int, sampling: 
     shards = shard_ranges(num_samples, shard_size)
     mine = rank_shards(len(shards), rank, world_size)
     todo = [k for k in mine if not shard_done(out_dir, k, shards[k])]
-    device = next(gpt.parameters()).device
+    device = next(policy.parameters()).device
     t0, images = time.perf_counter(), 0
     bar = tqdm(total=sum(len(shards[k]) for k in todo), unit="img", desc=f"sampling (rank {rank})",
                disable=not progress)
@@ -183,8 +182,9 @@ def sample_many(bundle, out_dir: str | os.PathLike, num_samples: int, sampling: 
         for b0 in range(0, len(indices), batch_size):
             idx = indices[b0: b0 + batch_size]
             noise = sample_uniforms(idx, num_tokens, seed)  # [b, T]
-            tokens = generate(gpt, ys[b0: b0 + len(idx)].to(device), sampling, uniforms=noise)  # [b, T]
-            x = resize_images(vq.decode(tokens, grid=(grid, grid)).float(), resize)  # [b, 3, H', W'] ~[-1, 1]
+            x = sample_images(policy, bundle.tokenizer, ys[b0: b0 + len(idx)].to(device), sampling, uniforms=noise,
+                              clamp=False)
+            x = resize_images(x, resize)  # [b, 3, H', W'] ~[-1, 1]
             arr = to_uint8(x).permute(0, 2, 3, 1).cpu().numpy()  # [b, H', W', 3]
             for i, img in zip(idx, arr):
                 Image.fromarray(img).save(sample_path(out_dir, i))

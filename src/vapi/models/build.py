@@ -11,21 +11,13 @@ has no prompt encoder.
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple
 
 import torch
 
-from vapi.models.protocols import Generator, ImageTokenizer, PromptEncoder
+from vapi.models.protocols import PolicyBundle
 from vapi.models.text_encoder import T5CaptionEncoder, TextEncoderConfig
 
 MODEL_KINDS = ("llamagen", "janus")
-
-
-class PolicyBundle(NamedTuple):
-    policy: Generator
-    tokenizer: ImageTokenizer
-    prompt_encoder: PromptEncoder | None  # None: class-conditional
-    image_size: int  # pixels the tokenizer encodes and decodes
 
 
 def build_policy(kind: str, gpt: str, vq: str = "", *, text: TextEncoderConfig | None = None,
@@ -42,26 +34,26 @@ def build_policy(kind: str, gpt: str, vq: str = "", *, text: TextEncoderConfig |
         bundle = load_janus(gpt, device=device)
         if image_size and image_size != bundle.image_size:
             raise ValueError(f"this Janus model works at {bundle.image_size}px, not model.image_size={image_size}")
-        return PolicyBundle(bundle.policy, bundle.tokenizer, bundle.prompt_encoder, bundle.image_size)
+        return bundle
 
-    from vapi.models.checkpoint import build_generator_and_tokenizer
+    from vapi.models.weights_io import build_generator_and_tokenizer
 
     if not vq:
         raise ValueError("model.vq is required for LlamaGen: the VQ tokenizer checkpoint or vapi folder")
-    models = build_generator_and_tokenizer(gpt, vq, gpt_preset=gpt_preset, vq_preset=vq_preset,
+    bundle = build_generator_and_tokenizer(gpt, vq, gpt_preset=gpt_preset, vq_preset=vq_preset,
                                            image_size=image_size, prefer_ema=prefer_ema, device=device,
                                            **gpt_overrides)
     encoder = None
-    if models.gpt.config.model_type == "t2i":
+    if bundle.policy.config.model_type == "t2i":
         text = text or TextEncoderConfig()
         if not text.max_length:
-            text = dataclasses.replace(text, max_length=models.gpt.config.cls_token_num)
-        if text.max_length != models.gpt.config.cls_token_num:
+            text = dataclasses.replace(text, max_length=bundle.policy.config.cls_token_num)
+        if text.max_length != bundle.policy.config.cls_token_num:
             raise ValueError(f"text_encoder.max_length={text.max_length} but the T2I GPT reads "
-                             f"{models.gpt.config.cls_token_num} caption tokens; set text_encoder.max_length="
-                             f"{models.gpt.config.cls_token_num}")
+                             f"{bundle.policy.config.cls_token_num} caption tokens; set text_encoder.max_length="
+                             f"{bundle.policy.config.cls_token_num}")
         encoder = T5CaptionEncoder(text, text_device or device)
-        if encoder.dim != models.gpt.config.caption_dim:
+        if encoder.dim != bundle.policy.config.caption_dim:
             raise ValueError(f"the text encoder's features have {encoder.dim} channels but the T2I GPT expects "
-                             f"{models.gpt.config.caption_dim} (LlamaGen: FLAN-T5-XL, 2048)")
-    return PolicyBundle(models.gpt, models.vq, encoder, models.image_size)
+                             f"{bundle.policy.config.caption_dim} (LlamaGen: FLAN-T5-XL, 2048)")
+    return bundle._replace(prompt_encoder=encoder)

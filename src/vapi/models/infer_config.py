@@ -45,6 +45,14 @@ def detect_kind(state_dict: Mapping[str, torch.Tensor], source: object = "state 
                           f"quantize.embedding.weight; first keys: {keys})")
 
 
+def token_grid(image_size: int, downsample: int) -> int:
+    """Tokens on a side of an `image_size`-px image: the loaders' one check that it is a multiple of `downsample`."""
+    if image_size <= 0 or image_size % downsample:
+        raise CheckpointError(f"image size {image_size} is not divisible by the tokenizer's downsample factor "
+                              f"{downsample}; use a multiple of {downsample}")
+    return image_size // downsample
+
+
 def image_size_from_filename(path: str | Path) -> int | None:
     """The LlamaGen naming convention `c2i_B_256.pt`, `t2i_XL_stage1_256.pt` → 256; None when absent."""
     m = re.search(r"(?:^|[_-])(\d{3,4})$", Path(path).stem)
@@ -131,10 +139,7 @@ def infer_gpt_config(state_dict: Mapping[str, torch.Tensor], image_size: int | N
 
     if "block_size" not in overrides:
         image_size = DEFAULT_IMAGE_SIZE if image_size is None else int(image_size)
-        if image_size <= 0 or image_size % downsample:
-            raise CheckpointError(f"image size {image_size} is not divisible by the tokenizer's downsample factor "
-                                  f"{downsample}; use a multiple of {downsample}")
-        overrides["block_size"] = (image_size // downsample) ** 2
+        overrides["block_size"] = token_grid(image_size, downsample) ** 2
     cfg = GPTConfig(**{**size, **cond, "vocab_size": vocab, "n_kv_head": n_kv_head, **overrides})
     return cfg, gpt_preset_name(cfg)
 

@@ -31,13 +31,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import NamedTuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from vapi.models.protocols import PromptCondition
+from vapi.models.protocols import PolicyBundle, PromptCondition
 
 
 def _transformers():
@@ -203,14 +202,7 @@ class JanusPromptEncoder:
         """Nothing to precompute: tokenizing is cheap."""
 
 
-class JanusBundle(NamedTuple):
-    policy: JanusPolicy
-    tokenizer: JanusImageTokenizer
-    prompt_encoder: JanusPromptEncoder
-    image_size: int
-
-
-def load_janus(path: str | os.PathLike, *, dtype: torch.dtype = torch.float32, device="cpu") -> JanusBundle:
+def load_janus(path: str | os.PathLike, *, dtype: torch.dtype = torch.float32, device="cpu") -> PolicyBundle:
     """A transformers Janus folder (weights + processor) or a hub id in the HF cache → the three vapi roles."""
     tf = _transformers()
     path = os.fspath(path)
@@ -232,4 +224,4 @@ def load_janus(path: str | os.PathLike, *, dtype: torch.dtype = torch.float32, d
         raise ValueError(f"{path}: the tokenizer lacks a BOS, pad or {processor.image_start_token} token")
     policy = JanusPolicy(model, bos_id=tok.bos_token_id, boi_id=boi_id, pad_id=tok.pad_token_id, processor=processor)
     tokenizer = JanusImageTokenizer(model)
-    return JanusBundle(policy, tokenizer, JanusPromptEncoder(processor), tokenizer.image_size)
+    return PolicyBundle(policy, tokenizer, JanusPromptEncoder(processor), tokenizer.image_size)

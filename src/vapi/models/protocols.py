@@ -16,7 +16,7 @@ equal the argmax of this pass on its own output (tests/models/test_janus.py, tes
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, Union, runtime_checkable
+from typing import NamedTuple, Optional, Protocol, Union, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -158,6 +158,21 @@ class PromptEncoder(Protocol):
 # Attributes through which modules draw random numbers in train mode: LlamaGen's class/caption dropout and attention
 # dropout, DropPath, transformers' attention dropout.
 _RANDOM_RATES = ("dropout_prob", "attn_dropout_p", "attention_dropout", "drop_path_rate")
+
+
+class PolicyBundle(NamedTuple):
+    """The models of one generator, by the role names vapi uses everywhere (code, config help, docs):
+
+    policy:         the autoregressive generator being post-trained (a Generator; LlamaGen's GPT, Janus's LM)
+    tokenizer:      the frozen image tokenizer (an ImageTokenizer; LlamaGen's VQ model, Janus's VQ)
+    prompt_encoder: captions → the condition the policy reads (a PromptEncoder); None for class-conditional policies
+    image_size:     pixels the tokenizer encodes and decodes
+    """
+
+    policy: Generator
+    tokenizer: ImageTokenizer
+    prompt_encoder: Optional[PromptEncoder]
+    image_size: int
 
 
 def has_train_randomness(model: torch.nn.Module) -> bool:

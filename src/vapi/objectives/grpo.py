@@ -40,29 +40,29 @@ class GRPOStats(NamedTuple):
 
 @dataclass(frozen=True)
 class GRPOLoss:
-    """TRL/AR-GRPO micro-batch loss: clipped surrogate + kl_weight · k3 KL, each a per-sequence token mean."""
+    """TRL/AR-GRPO micro-batch loss: clipped surrogate + beta · k3 KL, each a per-sequence token mean."""
 
     epsilon: float = 0.2
-    kl_weight: float = 0.1  # AR-GRPO's β
+    beta: float = 0.1  # AR-GRPO's β
     temperature: float = 1.0
 
     def __post_init__(self):
-        if self.epsilon <= 0 or self.temperature <= 0 or self.kl_weight < 0:
-            raise ValueError(f"need epsilon > 0, temperature > 0, kl_weight >= 0; got {self}")
+        if self.epsilon <= 0 or self.temperature <= 0 or self.beta < 0:
+            raise ValueError(f"need epsilon > 0, temperature > 0, beta >= 0; got {self}")
 
     def __call__(self, new_logits: torch.Tensor, tokens: torch.Tensor, old_logps: torch.Tensor,
                  advantages: torch.Tensor, ref_logits: torch.Tensor | None = None
                  ) -> tuple[torch.Tensor, GRPOStats]:
         """new_logits [N, T, V] (with grad), tokens/old_logps [N, T], advantages [N], ref_logits [N, T, V] or None."""
-        if self.kl_weight > 0 and ref_logits is None:
-            raise ValueError("kl_weight > 0 needs ref_logits from the frozen reference policy")
+        if self.beta > 0 and ref_logits is None:
+            raise ValueError("beta > 0 needs ref_logits from the frozen reference policy")
         new_logps = token_logprobs(new_logits, tokens, self.temperature)  # [N, T]
         policy, surrogate = clipped_surrogate(new_logps, old_logps, advantages, self.epsilon)
         total, kl = policy, torch.zeros((), device=policy.device)
         if ref_logits is not None:
             ref_logps = token_logprobs(ref_logits.detach(), tokens, self.temperature)  # [N, T]
             kl = per_token_kl(new_logps, ref_logps).mean(-1).mean()
-            total = total + self.kl_weight * kl
+            total = total + self.beta * kl
         stats = GRPOStats(policy.detach(), kl.detach(), surrogate.ratio.mean(), surrogate.clip_ratio,
                           total.detach())
         return total, stats

@@ -1,6 +1,6 @@
 """The VA-π objective as pure tensor math: PPO-clip surrogate + β x prior CE (+ optional KL), no model calls.
 
-    loss = (policy + prior_weight * prior_ce + kl_weight * kl) / grad_accum_steps
+    loss = (policy + prior_weight * prior_ce + beta * kl) / grad_accum_steps
 
 - policy: per-token max(-A * ratio, -A * clamp(ratio, 1-eps, 1+eps)) with ratio = exp(new - old) of tempered,
   unfiltered log-probs of the sampled tokens; mean over (kept) tokens, then over sequences.
@@ -120,15 +120,15 @@ class VaPiLoss:
 
     epsilon: float = 0.2  # PPO clip range (the reference's argparse default 1e-4 is not what its scripts run)
     prior_weight: float = 0.1  # β: weight of the prior CE on clean tokens; 0 = off
-    kl_weight: float = 0.0  # weight of the k3 KL to a frozen reference policy; 0 = off
+    beta: float = 0.0  # weight of the k3 KL to a frozen reference policy; 0 = off
     temperature: float = 1.0  # must equal the rollout's sampling temperature, or ratio != 1 on-policy
     grad_accum_steps: int = 1  # the loss is divided by this so accumulated gradients average
 
     def __post_init__(self):
         if self.epsilon <= 0 or self.temperature <= 0:
             raise ValueError(f"epsilon and temperature must be > 0, got {self.epsilon}, {self.temperature}")
-        if self.prior_weight < 0 or self.kl_weight < 0:
-            raise ValueError(f"weights must be >= 0, got prior_weight={self.prior_weight}, kl_weight={self.kl_weight}")
+        if self.prior_weight < 0 or self.beta < 0:
+            raise ValueError(f"weights must be >= 0, got prior_weight={self.prior_weight}, beta={self.beta}")
         if self.grad_accum_steps < 1:
             raise ValueError(f"grad_accum_steps must be >= 1, got {self.grad_accum_steps}")
 
@@ -139,12 +139,12 @@ class VaPiLoss:
         """new_logits: [b, T, V] (with grad) and gt_tokens: [b, T] for the b forward rows; tokens, old_logps,
         token_mask: [N, T] and advantages: [N] for the N scored sequences; row_image: [N], the forward row each
         sequence was sampled under (None: one row per sequence, b == N); ref_logits: [b, T, V] from a frozen policy
-        on the same context, needed iff kl_weight > 0.
+        on the same context, needed iff beta > 0.
 
         With the shared-context layout (b < N) the prior CE of each forward row is weighted by how many of the N
         sequences it carries, so the loss equals that of the N-row layout whenever rows of one image agree."""
-        if self.kl_weight > 0 and ref_logits is None:
-            raise ValueError("kl_weight > 0 needs ref_logits from the frozen reference policy")
+        if self.beta > 0 and ref_logits is None:
+            raise ValueError("beta > 0 needs ref_logits from the frozen reference policy")
         grad = torch.is_grad_enabled()
         new_logps = gather_logprobs(new_logits, tokens, row_image, self.temperature)  # [N, T]
         policy, surrogate = clipped_surrogate(new_logps, old_logps, advantages, self.epsilon, token_mask)
@@ -155,11 +155,11 @@ class VaPiLoss:
             total = total + self.prior_weight * ce
         kl = torch.zeros((), device=policy.device)
         if ref_logits is not None:
-            with torch.set_grad_enabled(grad and self.kl_weight > 0):
+            with torch.set_grad_enabled(grad and self.beta > 0):
                 ref_logps = gather_logprobs(ref_logits.detach(), tokens, row_image, self.temperature)  # [N, T]
                 kl = _seq_mean(per_token_kl(new_logps, ref_logps), token_mask)
-            if self.kl_weight > 0:
-                total = total + self.kl_weight * kl
+            if self.beta > 0:
+                total = total + self.beta * kl
         stats = LossStats(
             policy_loss=policy.detach(),
             prior_ce=ce.detach(),

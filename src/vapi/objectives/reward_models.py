@@ -100,7 +100,7 @@ def load_discriminator(path: str) -> PatchDiscriminator:
 
 def load_classifier(folder: str) -> nn.Module:
     """A vapi classifier folder (`vapi pretrain features` output) → frozen `Classifier` (logits, `features(x)`)."""
-    from vapi.models.checkpoint import load_pretrained
+    from vapi.models.weights_io import load_pretrained
     from vapi.models.classifier import Classifier
 
     if not Path(folder, "config.json").is_file():

@@ -41,7 +41,7 @@ from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model
                                                      set_optimizer_state_dict)
 
 from vapi.config import to_dict
-from vapi.models.checkpoint import save_pretrained
+from vapi.models.weights_io import save_pretrained
 from vapi.models.lora import merged_state_dict
 from vapi.models.state_dict_io import read_model_config
 from vapi.training.distributed import barrier

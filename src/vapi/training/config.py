@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from vapi.config import helpf
-from vapi.data.images import DataConfig
+from vapi.data.build import DataConfig
 from vapi.methods.grpo import GrpoConfig
 from vapi.methods.ste import SteConfig
 from vapi.methods.tokenizer import TokenizerMethodConfig

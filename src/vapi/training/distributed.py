@@ -37,12 +37,22 @@ def launched_by_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
-def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
-    """'auto' | 'cpu' | 'cuda' | 'cuda:N' → a device; under torchrun (local_rank given) CUDA means cuda:LOCAL_RANK."""
+def torchrun_env() -> tuple[int, int, int]:
+    """(rank, world_size, local_rank) from torchrun's environment; (0, 1, 0) when run directly."""
+    try:
+        rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+        return rank, world, int(os.environ.get("LOCAL_RANK", rank))
+    except ValueError as e:
+        raise ValueError(f"bad RANK / WORLD_SIZE / LOCAL_RANK in the environment: {e}") from None
+
+
+def resolve_device(name: str, local_rank: int | None = None, option: str = "train.device") -> torch.device:
+    """'auto' | 'cpu' | 'cuda' | 'cuda:N' → a device; under torchrun (local_rank given) CUDA means cuda:LOCAL_RANK.
+    `option` names the setting in error messages (`--device` for the commands)."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"train.device={name} but no CUDA device is available; use train.device=cpu")
+        raise ValueError(f"{option}={name} but no CUDA device is available; use {option}=cpu")
     if local_rank is not None and name.startswith("cuda"):
         if name != "cuda" and torch.device(name).index != local_rank:
             raise ValueError(f"under torchrun every process uses cuda:LOCAL_RANK; got device={name} on local rank "
@@ -55,8 +65,7 @@ def init_distributed(device_name: str = "auto") -> DistInfo:
     """Join torchrun's process group (idempotent) or, outside torchrun, just pick the device."""
     if not launched_by_torchrun():
         return DistInfo(device=resolve_device(device_name))
-    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    local_rank = int(os.environ.get("LOCAL_RANK", rank))
+    rank, world, local_rank = torchrun_env()
     device = resolve_device(device_name, local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)

@@ -13,6 +13,8 @@ import torch
 from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
+from vapi.imageio import make_grid
+
 
 # Shown in the progress bar, in this order, when present.
 BAR_KEYS = ("reward", "reward_std", "loss", "clip_ratio", "seqs_per_sec")
@@ -76,7 +78,7 @@ class MetricLogger:
         """Free-running samples [rows * nrow, 3, H, W] in [-1, 1] as `samples/step-XXXXXX.png` (cells at full size)."""
         if not self.active:
             return None
-        grid = Image.fromarray(grid_array(images, nrow))
+        grid = Image.fromarray(make_grid(images, nrow))
         return self._write_image("samples/free_running", self.run_dir / "samples" / f"step-{step:06d}.png", grid, step)
 
     def _write_image(self, tag: str, path: Path, grid: Image.Image, step: int) -> Path:
@@ -106,13 +108,6 @@ class MetricLogger:
         self.jsonl.close()
 
 
-def grid_array(images: torch.Tensor, nrow: int, padding: int = 2) -> np.ndarray:
-    """images [N, 3, H, W] in [-1, 1] → uint8 [H', W', 3] via torchvision's make_grid (LlamaGen's rounding)."""
-    from vapi.imageio import make_grid
-
-    return make_grid(images, nrow=nrow, padding=padding)
-
-
 def reward_grid(gt: torch.Tensor, samples: torch.Tensor, rewards: torch.Tensor, min_cell: int = 64) -> Image.Image:
     """One row per image, ground truth | its G samples, at the model's resolution, with a band under each row giving
     each sample's reward. Cells smaller than `min_cell` px (tiny test models) are enlarged by an integer factor
@@ -126,7 +121,7 @@ def reward_grid(gt: torch.Tensor, samples: torch.Tensor, rewards: torch.Tensor, 
         cells = cells.repeat_interleave(factor, dim=-1).repeat_interleave(factor, dim=-2)
     h, w = cells.shape[-2:]
     padding, band = 2, 14
-    grid = Image.fromarray(grid_array(cells, nrow=G + 1, padding=padding))
+    grid = Image.fromarray(make_grid(cells, nrow=G + 1, padding=padding))
     canvas = Image.new("RGB", (grid.width, grid.height + n * band), "white")
     draw = ImageDraw.Draw(canvas)
     for i in range(n):

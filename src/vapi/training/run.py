@@ -1,11 +1,12 @@
 """`train(cfg)`: build the generator, tokenizer and data a RunConfig names, then run the trainer (library API)."""
 from __future__ import annotations
 
+import copy
 import sys
 from pathlib import Path
 
 from vapi.data.captions import ConditionedDataset
-from vapi.data.images import build_dataset
+from vapi.data.build import CaptionedDataset, build_dataset
 from vapi.models.build import build_policy
 from vapi.models.lora import apply_lora
 from vapi.training.config import RunConfig
@@ -42,8 +43,17 @@ def check_image_size(cfg: RunConfig) -> None:
                          "model.image_size=256 or 384")
 
 
+def at_model_resolution(cfg: RunConfig, image_size: int) -> RunConfig:
+    """A copy of `cfg` at the generator's resolution: `model.image_size` filled in (0 = from the weights) and the
+    data cropped to it. The run records this copy in its config.yaml; the caller's config is left as it was."""
+    cfg = copy.deepcopy(cfg)
+    cfg.model.image_size = cfg.data.image_size = image_size
+    return cfg
+
+
 def build_trainer(cfg: RunConfig, resume: str | bool = False, dist: DistInfo | None = None) -> Trainer:
-    """Under torchrun this joins the process group (if the caller has not) and every rank builds its trainer."""
+    """Under torchrun this joins the process group (if the caller has not) and every rank builds its trainer.
+    `cfg` is not modified."""
     dist = dist or init_distributed(cfg.train.device)
     check_image_size(cfg)
     check_weight_files(cfg)
@@ -51,13 +61,11 @@ def build_trainer(cfg: RunConfig, resume: str | bool = False, dist: DistInfo | N
     models = build_policy(cfg.model.kind, cfg.model.gpt, cfg.model.vq, text=cfg.text_encoder,
                           gpt_preset=cfg.model.gpt_model or None, image_size=cfg.model.image_size or None,
                           text_device=dist.device)
-    cfg.model.image_size = models.image_size
+    cfg = at_model_resolution(cfg, models.image_size)  # images are cropped to the resolution the generator knows
     if cfg.model.lora.rank > 0:
         apply_lora(models.policy, cfg.model.lora)
-    if cfg.data.image_size != models.image_size:
-        cfg.data.image_size = models.image_size  # images are cropped to the resolution the generator was trained at
     dataset = build_dataset(cfg.data)
-    captions = hasattr(dataset, "captions")
+    captions = isinstance(dataset, CaptionedDataset)
     if models.prompt_encoder is not None:
         if not captions:
             raise ValueError("a text-to-image generator trains on captioned images: set data.kind=captions (images "
@@ -70,7 +78,7 @@ def build_trainer(cfg: RunConfig, resume: str | bool = False, dist: DistInfo | N
     elif captions:
         raise ValueError("this generator is class-conditional: it trains on class folders, not captioned images")
     else:
-        classes, gpt_classes = getattr(dataset, "num_classes", None), models.policy.config.num_classes
+        classes, gpt_classes = dataset.num_classes, models.policy.config.num_classes
         if classes and classes > gpt_classes:
             raise ValueError(f"the data has {classes} classes but the generator knows {gpt_classes}; "
                              "class folders map to generator class ids in sorted order (set data.class_map)")

@@ -29,7 +29,7 @@ from contextlib import nullcontext
 import torch
 
 from vapi.models.protocols import collate_conditions, condition_size, index_condition
-from vapi.sampling import SamplingConfig, generate
+from vapi.sampling import SamplingConfig, sample_images
 
 
 def fixed_indices(n: int, dataset_size: int) -> list[int]:
@@ -76,11 +76,8 @@ class SampleGrids:
         """Images [n, 3, H, W] in [-1, 1] (float32, on the CPU) from one fixed seed."""
         sampling = SamplingConfig(cfg_scale=cfg_scale, top_k=self.cfg.sample_top_k)
         generator = torch.Generator(device=self.device).manual_seed(seed)
-        cond = cond.to(self.device)
-        with torch.no_grad(), self.autocast():
-            tokens = generate(policy, cond, sampling, generator=generator)  # [n, T]
-        with torch.no_grad():
-            return self.tokenizer.decode(tokens).float().clamp(-1, 1).cpu()
+        return sample_images(policy, self.tokenizer, cond.to(self.device), sampling, generator=generator,
+                             autocast=self.autocast).cpu()
 
     def grid(self, policy) -> torch.Tensor:
         """[rows * n, 3, H, W]: the unguided row, then the guided one (when sample_cfg_scale != 1)."""
@@ -101,7 +98,7 @@ class SampleGrids:
             with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
                 extractor = InceptionV3Extractor(device=self.device)
         else:
-            from vapi.models.checkpoint import load_pretrained
+            from vapi.models.weights_io import load_pretrained
             from vapi.training.resolve import resolve_model_dir
 
             model = load_pretrained(resolve_model_dir(name))

@@ -5,26 +5,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from tiny import tiny_policy, tiny_tokenizer
+from tiny import tiny_tokenizer
 from vapi.cli import main
 from vapi.config import load_config
-from vapi.data.procedural import ProceduralShapes, save_as_image_folder
-from vapi.models.checkpoint import load_gpt, save_pretrained
+from vapi.models.weights_io import load_gpt, save_pretrained
 from vapi.training.config import RunConfig
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def setup(tmp_path):
-    data = save_as_image_folder(ProceduralShapes(24, image_size=16, seed=1), tmp_path / "images")
-    save_pretrained(tiny_policy(), tmp_path / "gpt")
-    save_pretrained(tiny_tokenizer(), tmp_path / "vq")
-    args = [f"model.gpt={tmp_path / 'gpt'}", f"model.vq={tmp_path / 'vq'}", f"data.path={data}",
-            "objective.num_generations=4", "train.per_device_batch_size=4", "train.micro_batch_size=8",
-            "reward.lpips=0", "train.progress=false", "train.image_steps=2", "train.save_steps=2",
-            "optim.learning_rate=1e-3", f"train.output_dir={tmp_path / 'run'}"]
-    return tmp_path, args
+def setup(tmp_path, tiny_run):
+    return tmp_path, tiny_run(24, "train.image_steps=2", "train.save_steps=2")
 
 
 def test_train_writes_every_output_and_resumes(setup):
@@ -65,3 +57,32 @@ def test_paper_presets_validate(preset):
     cfg = load_config(RunConfig, preset)
     assert cfg.optim.learning_rate == 1e-6 and cfg.objective.prior_weight == 0.1
     assert cfg.sequences_per_step == 128 and cfg.grad_accum_steps == 16
+
+
+def test_build_trainer_leaves_the_callers_config_alone(setup):
+    from vapi.config import to_dict
+    from vapi.training.run import build_trainer
+
+    _, args = setup
+    cfg = load_config(RunConfig, None, args)
+    before = to_dict(cfg)
+    trainer = build_trainer(cfg)
+    assert to_dict(cfg) == before and cfg.model.image_size == 0 and cfg.data.image_size == 256
+    assert trainer.cfg.model.image_size == trainer.cfg.data.image_size == 16  # what the run records
+
+
+@pytest.mark.parametrize("preset", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.stem)
+def test_presets_set_only_what_differs_from_the_defaults(preset):
+    import yaml
+
+    from vapi.config import to_dict
+
+    def flat(d, prefix=""):
+        return {k2: v2 for k, v in d.items()
+                for k2, v2 in (flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v}).items()}
+
+    defaults, given = flat(to_dict(RunConfig())), flat(yaml.safe_load(preset.read_text()))
+    assert given and set(given) <= set(defaults)
+    assert {k: v for k, v in given.items() if defaults[k] == v} == {}  # nothing repeats a default
+    resolved = flat(to_dict(load_config(RunConfig, preset)))
+    assert {k for k in defaults if resolved[k] != defaults[k]} == set(given)  # and everything set takes effect

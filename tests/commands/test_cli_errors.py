@@ -4,7 +4,7 @@ import pytest
 
 from tiny import tiny_policy, tiny_tokenizer
 from vapi.cli import main
-from vapi.models.checkpoint import save_pretrained
+from vapi.models.weights_io import save_pretrained
 
 
 def one_line(capsys, *needles):

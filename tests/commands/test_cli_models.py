@@ -7,10 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from checkpoint_factories import tiny_gpt, tiny_vq, write_official
-from vapi.cli import main
+from tiny import tiny_gpt, tiny_vq, write_official
 from vapi.commands.model_args import parse_size
-from vapi.models.checkpoint import load_pretrained
+from vapi.models.weights_io import load_pretrained
 
 TINY = ["--n-head", "4"]  # a custom size: the head count is not in the weights
 SAMPLE = ["--image-size", "16", "--classes", "1,3", "--cfg", "2.0", "--top-k", "0", "--device", "cpu", "--seed", "7"]
@@ -24,55 +23,49 @@ def ckpts(tmp_path_factory):
             "vq32": write_official(tiny_vq(codebook_size=32), d / "vq_32.pt")}
 
 
-def run_cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def test_convert_inspect_sample_end_to_end(ckpts, tmp_path, capsys):
+def test_convert_inspect_sample_end_to_end(ckpts, tmp_path, run_cli):
     folder = tmp_path / "gpt_vapi"
-    code, out, _ = run_cli(capsys, "convert", ckpts["gpt"], folder, *TINY, "--image-size", "64",
+    code, out, _ = run_cli("convert", ckpts["gpt"], folder, *TINY, "--image-size", "64",
                            "--max-shard-size", "50KB")
     assert code == 0 and "vapi folder" in out
     assert len(list(folder.glob("model-*-of-*.safetensors"))) > 1
     assert load_pretrained(folder).config.n_head == 4
 
-    code, out, _ = run_cli(capsys, "inspect", folder)
+    code, out, _ = run_cli("inspect", folder)
     assert code == 0
     for text in ("GPT (llamagen_gpt)", "preset:", "custom", "c2i, 10 classes", "64 image tokens",
                  "4x4 = 16 tokens", "2 layers, 4 heads, 4 kv heads, dim 64", "parameters:"):
         assert text in out
-    code, out, _ = run_cli(capsys, "inspect", ckpts["vq"])
+    code, out, _ = run_cli("inspect", ckpts["vq"])
     assert code == 0 and "VQ tokenizer" in out and "downsample: 4" in out and "64 x 8" in out
 
     png = tmp_path / "grid.png"
-    code, out, _ = run_cli(capsys, "sample", "--gpt", ckpts["gpt"], "--vq", ckpts["vq"], *TINY, *SAMPLE,
+    code, out, _ = run_cli("sample", "--gpt", ckpts["gpt"], "--vq", ckpts["vq"], *TINY, *SAMPLE,
                            "--n-per-class", "2", "--out", png)
     assert code == 0 and png.is_file()
     assert Image.open(png).size == (2 * 18 + 2, 2 * 18 + 2)  # 2 classes x 2 samples of 16 px, 2 px padding
 
     # the converted folder samples the same pixels as the official file
     png2 = tmp_path / "grid_folder.png"
-    code, _, _ = run_cli(capsys, "sample", "--gpt", folder, "--vq", ckpts["vq"], *SAMPLE, "--n-per-class", "2",
+    code, _, _ = run_cli("sample", "--gpt", folder, "--vq", ckpts["vq"], *SAMPLE, "--n-per-class", "2",
                          "--out", png2)
     assert code == 0 and png.read_bytes() == png2.read_bytes()
 
 
-def test_convert_back_to_llamagen_file(ckpts, tmp_path, capsys):
+def test_convert_back_to_llamagen_file(ckpts, tmp_path, run_cli):
     folder, pt = tmp_path / "vq_vapi", tmp_path / "vq_back.pt"
-    assert run_cli(capsys, "convert", ckpts["vq"], folder)[0] == 0
-    assert run_cli(capsys, "convert", folder, pt)[0] == 0
+    assert run_cli("convert", ckpts["vq"], folder)[0] == 0
+    assert run_cli("convert", folder, pt)[0] == 0
     original = torch.load(ckpts["vq"], weights_only=True)
     back = torch.load(pt, weights_only=True)["model"]
     assert back.keys() == original.keys() and all(torch.equal(back[k], original[k]) for k in back)
-    code, _, err = run_cli(capsys, "convert", ckpts["vq"], folder)
+    code, _, err = run_cli("convert", ckpts["vq"], folder)
     assert code == 2 and "already exists" in err
 
 
 @pytest.mark.parametrize("case", ["class_out_of_range", "wrong_preset", "vocab_mismatch", "bad_image_size",
                                   "code_object", "truncated"])
-def test_bad_inputs_are_one_line_errors(ckpts, tmp_path, capsys, case):
+def test_bad_inputs_are_one_line_errors(ckpts, tmp_path, case, run_cli):
     base = ["sample", "--gpt", ckpts["gpt"], "--vq", ckpts["vq"], *TINY, *SAMPLE, "--out", tmp_path / "x.png"]
     if case == "class_out_of_range":
         argv, expect = base + ["--classes", "3,10"], "class id 10 is out of range: this GPT has 10 classes"
@@ -91,7 +84,7 @@ def test_bad_inputs_are_one_line_errors(ckpts, tmp_path, capsys, case):
         bad = tmp_path / "c2i_cut.pt"
         bad.write_bytes(ckpts["gpt"].read_bytes()[:3000])
         argv, expect = ["inspect", bad, *TINY], "is truncated or corrupt"
-    code, out, err = run_cli(capsys, *argv)
+    code, out, err = run_cli(*argv)
     assert code == 2 and expect in err
     assert err.count("\n") == 1 and err.startswith("vapi ")  # one line, no traceback
     assert not (tmp_path / "x.png").exists()
@@ -109,14 +102,3 @@ def test_python_dash_m_vapi_inspect(ckpts):
                           capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "GPT (llamagen_gpt)" in proc.stdout and "c2i, 10 classes" in proc.stdout
-
-
-def test_grid_matches_torchvision_save_image():
-    from torchvision.utils import make_grid as tv_make_grid
-
-    from vapi.imageio import make_grid, to_uint8
-    assert to_uint8(torch.tensor([-1.5, -1.0, 0.0, 1.0, 2.0])).tolist() == [0, 0, 128, 255, 255]
-    images = torch.rand(5, 3, 6, 7, generator=torch.Generator().manual_seed(0)) * 2.2 - 1.1  # [N, 3, H, W]
-    ref = tv_make_grid(images, nrow=3, normalize=True, value_range=(-1, 1))  # what LlamaGen's save_image does
-    ref = ref.mul(255).add_(0.5).clamp_(0, 255).permute(1, 2, 0).to(torch.uint8).numpy()
-    assert (make_grid(images, nrow=3) == ref).all()

@@ -5,10 +5,10 @@ import os
 import pytest
 import torch
 
-from checkpoint_factories import gpt_outputs, tiny_gpt, tiny_vq, vq_outputs, write_official
+from tiny import gpt_outputs, tiny_gpt, tiny_vq, vq_outputs, write_official
 from fixture_utils import fixture_params, fixtures_dir, load_io
-from vapi.models import checkpoint as ckpt
-from vapi.models.checkpoint import (CheckpointError, build_generator_and_tokenizer, build_model, export_llamagen,
+from vapi.models import weights_io as ckpt
+from vapi.models.weights_io import (CheckpointError, build_generator_and_tokenizer, build_model, export_llamagen,
                                     infer_gpt_config, infer_vq_config, load_gpt, load_pretrained,
                                     load_state_dict_file, load_vq, save_pretrained)
 from vapi.models.infer_config import image_size_from_filename
@@ -251,7 +251,7 @@ def test_generator_and_tokenizer_checks(tmp_path):
     gpt = write_official(tiny_gpt(), tmp_path / "c2i_tiny.pt")
     vq = write_official(tiny_vq(), tmp_path / "vq_tiny.pt")
     bundle = build_generator_and_tokenizer(gpt, vq, image_size=16, n_head=4)
-    assert bundle.image_size == 16 and bundle.gpt.config.block_size == 16 and bundle.vq.downsample == 4
+    assert bundle.image_size == 16 and bundle.policy.config.block_size == 16 and bundle.tokenizer.downsample == 4
     with pytest.raises(CheckpointError, match="image size 18 is not divisible by .* downsample factor 4"):
         build_generator_and_tokenizer(gpt, vq, image_size=18, n_head=4)
     small_vq = write_official(tiny_vq(codebook_size=32), tmp_path / "vq_32.pt")

@@ -8,7 +8,7 @@ from t2i_tiny import CAPTION_TOKENS, tiny_clip_folder, tiny_t2i_policy, tiny_t5_
 from tiny import tiny_policy, tiny_tokenizer
 from vapi.cli import main
 from vapi.data.procedural import ProceduralShapes, save_as_image_folder
-from vapi.models.checkpoint import load_vq, save_pretrained
+from vapi.models.weights_io import load_vq, save_pretrained
 
 
 @pytest.fixture(scope="module")

@@ -13,16 +13,10 @@ from vapi.data.procedural import ProceduralShapes, save_as_image_folder
 from vapi.eval.features import INCEPTION_WEIGHTS_FILE, InceptionV3Extractor
 from vapi.eval.metrics import feature_statistics, inception_score
 from vapi.eval.npz import load_reference, save_npz
-from vapi.models.checkpoint import save_pretrained
+from vapi.models.weights_io import save_pretrained
 from vapi.models.classifier import Classifier, classifier_config
 
 METRICS = ("num_samples", "fid", "is", "is_std", "precision", "recall")
-
-
-def run_cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")
@@ -61,11 +55,11 @@ def test_eigh_shortcut_matches_scipy_frechet_distance():
 
 
 @pytest.mark.parametrize("sqrtm", ["eigh", pytest.param("scipy", marks=pytest.mark.slow)])
-def test_eval_random_inception_end_to_end(files, tmp_path, capsys, monkeypatch, sqrtm):
+def test_eval_random_inception_end_to_end(files, tmp_path, monkeypatch, sqrtm, run_cli):
     if sqrtm == "eigh":  # scipy's sqrtm is validated in test_eval_metrics; here it would be ~80 % of the runtime
         monkeypatch.setattr("vapi.eval.report.frechet_distance", _frechet_eigh)
     out = tmp_path / "res.json"
-    code, stdout, err = run_cli(capsys, "eval", files["npz"], "--ref", files["ref"], "--random-inception",
+    code, stdout, err = run_cli("eval", files["npz"], "--ref", files["ref"], "--random-inception",
                                 "--cache-dir", tmp_path / "cache", "--json", out, "--device", "cpu")
     assert code == 0, err
     assert "random weights" in err and "not FID" in err  # the test-only flag says so
@@ -78,10 +72,10 @@ def test_eval_random_inception_end_to_end(files, tmp_path, capsys, monkeypatch, 
     assert len(list((tmp_path / "cache").glob("ref-inception-v3-random-init-*.npz"))) == 1
 
 
-def test_eval_classifier_features_npz_folder_and_cache(files, tmp_path, capsys):
+def test_eval_classifier_features_npz_folder_and_cache(files, tmp_path, run_cli):
     common = ["--ref", files["ref_folder"], "--features", files["classifier"], "--cache-dir", tmp_path / "cache",
               "--device", "cpu", "--batch-size", "3"]
-    code, stdout, err = run_cli(capsys, "eval", files["npz"], *common, "--json", tmp_path / "npz.json")
+    code, stdout, err = run_cli("eval", files["npz"], *common, "--json", tmp_path / "npz.json")
     assert code == 0, err
     res = json.loads((tmp_path / "npz.json").read_text())
     for key in (*METRICS, "accuracy"):  # accuracy: the classifier is class-aligned with the npz labels
@@ -92,7 +86,7 @@ def test_eval_classifier_features_npz_folder_and_cache(files, tmp_path, capsys):
 
     # the PNG folder holds the same pixels: same numbers; the cached reference is reused
     mtime = cached[0].stat().st_mtime_ns
-    code, _, err = run_cli(capsys, "eval", files["folder"], *common)
+    code, _, err = run_cli("eval", files["folder"], *common)
     assert code == 0, err
     res_folder = json.loads(files["folder"].with_name("samples.eval.json").read_text())  # the default JSON path
     assert res_folder["fid"] == pytest.approx(res["fid"], rel=1e-9) and "accuracy" not in res_folder
@@ -100,17 +94,17 @@ def test_eval_classifier_features_npz_folder_and_cache(files, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("case", ["weights_flag", "torch_home"])
-def test_missing_inception_weights_is_one_line_error(files, tmp_path, capsys, monkeypatch, case):
+def test_missing_inception_weights_is_one_line_error(files, tmp_path, monkeypatch, case, run_cli):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     extra = ["--inception-weights", tmp_path / "w" / "inception.pth"] if case == "weights_flag" else []
-    code, _, err = run_cli(capsys, "eval", files["npz"], "--ref", files["ref"], "--cache-dir", tmp_path, *extra)
+    code, _, err = run_cli("eval", files["npz"], "--ref", files["ref"], "--cache-dir", tmp_path, *extra)
     expect = "inception.pth" if case == "weights_flag" else INCEPTION_WEIGHTS_FILE
     assert code == 2 and expect in err and "InceptionV3 FID weights not found" in err
     assert err.count("\n") == 1 and err.startswith("vapi eval: error:")
 
 
 @pytest.mark.parametrize("case", ["gpt_folder", "not_a_folder", "missing_samples"])
-def test_bad_eval_inputs_are_one_line_errors(files, tmp_path, capsys, case):
+def test_bad_eval_inputs_are_one_line_errors(files, tmp_path, case, run_cli):
     samples, features = files["npz"], files["classifier"]
     if case == "gpt_folder":
         features, expect = files["gpt"], "not a classifier"
@@ -118,7 +112,7 @@ def test_bad_eval_inputs_are_one_line_errors(files, tmp_path, capsys, case):
         features, expect = tmp_path / "nope", "is not a folder"
     else:
         samples, expect = tmp_path / "none.npz", "sample batch not found"
-    code, _, err = run_cli(capsys, "eval", samples, "--ref", files["ref"], "--features", features,
+    code, _, err = run_cli("eval", samples, "--ref", files["ref"], "--features", features,
                            "--cache-dir", tmp_path)
     assert code == 2 and expect in err and err.count("\n") == 1
 
@@ -175,9 +169,9 @@ def test_reference_sfid_stats_computed_cached_or_from_file(tmp_path):
     assert np.array_equal(adm.mu_s, np.ones(12)) and np.array_equal(adm.mu, np.zeros(3))
 
 
-def test_size_mismatch_warns(files, tmp_path, capsys):
+def test_size_mismatch_warns(files, tmp_path, run_cli):
     small = np.random.default_rng(0).integers(0, 256, (6, 12, 12, 3), dtype=np.uint8)
     save_npz(tmp_path / "ref12.npz", small)
-    code, _, err = run_cli(capsys, "eval", files["npz"], "--ref", tmp_path / "ref12.npz", "--features",
+    code, _, err = run_cli("eval", files["npz"], "--ref", tmp_path / "ref12.npz", "--features",
                            files["classifier"], "--cache-dir", tmp_path, "--json", tmp_path / "r.json")
     assert code == 0 and "samples are 16x16 px, reference images 12x12" in err

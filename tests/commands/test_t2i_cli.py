@@ -9,7 +9,7 @@ from t2i_tiny import CAPTION_TOKENS, tiny_janus_folder, tiny_t2i_policy, tiny_t5
     write_tar_shards
 from tiny import tiny_tokenizer
 from vapi.cli import main
-from vapi.models.checkpoint import save_pretrained
+from vapi.models.weights_io import save_pretrained
 
 GENEVAL = [{"tag": "single_object", "include": [{"class": "disk", "count": 1}], "prompt": "a photo of a red disk"},
            {"tag": "counting", "include": [{"class": "square", "count": 2}], "prompt": "two blue square"}]

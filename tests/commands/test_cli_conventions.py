@@ -70,3 +70,26 @@ def test_version_and_help_defaults(capsys):
         with pytest.raises(SystemExit):
             main([command, "--help"])
         assert shown in capsys.readouterr().out, command
+
+
+def test_sample_and_eval_flags_are_aliases_of_their_config(tmp_path):
+    from vapi.commands import config_from_args
+
+    parser = build_parser()
+
+    def resolve(*argv):
+        return config_from_args(parser.parse_args(normalize_overrides(parser, [str(a) for a in argv])))
+
+    defaults = resolve("sample", "--gpt", "g")
+    assert (defaults.gpt, defaults.sampling.cfg_scale, defaults.sampling.top_k) == ("g", 4.0, 2000)  # LlamaGen's
+    (tmp_path / "s.yaml").write_text("seed: 3\nbatch_size: 16\nsampling:\n  top_k: 5\n  cfg_scale: 2.0\n")
+    cfg = resolve("sample", "--config", tmp_path / "s.yaml", "--top-k", "7", "--cfg", "1.5", "batch_size=4",
+                  "--sampling.top_p", "0.9", "--prompt", "a", "--prompt", "b")
+    assert (cfg.seed, cfg.batch_size, cfg.sampling.top_k, cfg.sampling.cfg_scale, cfg.sampling.top_p) == \
+        (3, 4, 7, 1.5, 0.9)  # defaults < YAML < the flags given < key=value
+    assert cfg.prompt == ["a", "b"]
+    with pytest.raises(ConfigError, match="top_k"):
+        resolve("sample", "--gpt", "g", "sampling.top_k=-1")
+    ev = resolve("eval", "s.npz", "--ref", "r.npz", "batch_size=8", "--random-inception")
+    assert (ev.samples, ev.ref, ev.batch_size, ev.random_inception, ev.features) == ("s.npz", "r.npz", 8, True,
+                                                                                     "inception")
