@@ -112,6 +112,11 @@ def write_report(run_dir: Path, cfg, results: dict, grids: dict, curves: dict, s
         "FID/IS/accuracy: features and class posteriors of the evaluation network against the test images "
         "(lower FID is better). Unguided sampling unless marked CFG. Mean ± standard deviation over seeds.", "",
         "## Verdict (computed from the table)", "", *verdict(results), "",
+        "**About the CE control in this table:** it updates the prior in train mode (dropout, class dropout) while "
+        f"VA-π updates in {cfg.post.objective.policy_mode} mode, so the two differ in more than the reward term. With "
+        "the mode matched (VA-π with its policy term off), a probe on these stages found the control reaching "
+        "VA-π's FID and accuracy in every pair tried (README, \"The demo\"): an accuracy gain over this control "
+        "is not evidence for the reward.", "",
         "## Tokenizer–generator misalignment of the base prior", "",
         f"- tokenizer reconstruction MSE on test images: {base['recon_mse']:.4f}",
         f"- MSE of images decoded from teacher-forced samples (clean context): {base['tf_sample_mse']:.4f} "
