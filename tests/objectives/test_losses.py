@@ -129,3 +129,17 @@ def test_vapi_loss_validation():
         VaPiLoss(grad_accum_steps=0)
     with pytest.raises(ValueError):
         VaPiLoss(prior_weight=-1.0)
+
+
+def test_vapi_loss_policy_weight_zero_is_the_matched_control():
+    """policy_weight 0 leaves exactly β·CE: the gradient equals that of the prior term alone."""
+    new_logits, tokens, old_logps, adv, gt = _batch()
+    loss, stats = VaPiLoss(policy_weight=0.0, prior_weight=0.1)(new_logits, tokens, old_logps, adv, gt)
+    ce = F.cross_entropy(new_logits.reshape(-1, 7), gt.reshape(-1))
+    assert loss.item() == pytest.approx(0.1 * ce.item(), rel=1e-6)
+    assert stats.policy_loss.item() != 0.0  # still measured, not trained on
+    (grad,) = torch.autograd.grad(loss, new_logits)
+    (expected,) = torch.autograd.grad(0.1 * ce, new_logits)
+    torch.testing.assert_close(grad, expected)
+    with pytest.raises(ValueError):
+        VaPiLoss(policy_weight=-1.0)

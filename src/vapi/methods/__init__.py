@@ -33,7 +33,7 @@ def build_method(cfg, policy, tokenizer, ctx: MethodContext, reward: Reward | No
     `reward` replaces the one `cfg.reward` describes (tests, custom terms)."""
     name = cfg.objective.name
     if name == "ce":
-        return CEMethod(policy, tokenizer, ctx)
+        return CEMethod(policy, tokenizer, ctx, cfg.objective.policy_mode)
     reward = reward or Reward(cfg.reward, tokenizer, class_names)
     reward.to(ctx.device)
     builders = {

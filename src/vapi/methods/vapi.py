@@ -54,8 +54,9 @@ class VaPiMethod(Method):
         self.cfg, self.model, self.tokenizer, self.reward, self.ctx = cfg, policy, freeze(tokenizer), reward, ctx
         self.ref_policy = freeze(copy.deepcopy(policy)) if cfg.beta > 0 else None
         self.shared_update = uses_shared_update(cfg.update_layout, cfg.policy_mode, policy)
-        self.loss_fn = VaPiLoss(epsilon=cfg.epsilon, prior_weight=0.0 if cfg.policy_mode == "twice" else
-                                cfg.prior_weight, beta=cfg.beta, temperature=cfg.temperature)
+        self.loss_fn = VaPiLoss(epsilon=cfg.epsilon, policy_weight=cfg.policy_weight,
+                                prior_weight=0.0 if cfg.policy_mode == "twice" else cfg.prior_weight,
+                                beta=cfg.beta, temperature=cfg.temperature)
 
     @torch.no_grad()
     def prepare(self, images, cond, keep_images: int = 0) -> Prepared:

@@ -119,6 +119,7 @@ class VaPiLoss:
     """The VA-π micro-batch loss; defaults are the paper's (clip 0.2, β 0.1, no KL)."""
 
     epsilon: float = 0.2  # PPO clip range (the reference's argparse default 1e-4 is not what its scripts run)
+    policy_weight: float = 1.0  # weight of the clipped surrogate (the reward term); 0 = off: the matched control
     prior_weight: float = 0.1  # β: weight of the prior CE on clean tokens; 0 = off
     beta: float = 0.0  # weight of the k3 KL to a frozen reference policy; 0 = off
     temperature: float = 1.0  # must equal the rollout's sampling temperature, or ratio != 1 on-policy
@@ -127,8 +128,9 @@ class VaPiLoss:
     def __post_init__(self):
         if self.epsilon <= 0 or self.temperature <= 0:
             raise ValueError(f"epsilon and temperature must be > 0, got {self.epsilon}, {self.temperature}")
-        if self.prior_weight < 0 or self.beta < 0:
-            raise ValueError(f"weights must be >= 0, got prior_weight={self.prior_weight}, beta={self.beta}")
+        if self.prior_weight < 0 or self.beta < 0 or self.policy_weight < 0:
+            raise ValueError(f"weights must be >= 0, got policy_weight={self.policy_weight}, "
+                             f"prior_weight={self.prior_weight}, beta={self.beta}")
         if self.grad_accum_steps < 1:
             raise ValueError(f"grad_accum_steps must be >= 1, got {self.grad_accum_steps}")
 
@@ -148,7 +150,7 @@ class VaPiLoss:
         grad = torch.is_grad_enabled()
         new_logps = gather_logprobs(new_logits, tokens, row_image, self.temperature)  # [N, T]
         policy, surrogate = clipped_surrogate(new_logps, old_logps, advantages, self.epsilon, token_mask)
-        total = policy
+        total = self.policy_weight * policy if self.policy_weight != 1.0 else policy
         with torch.set_grad_enabled(grad and self.prior_weight > 0):
             ce = weighted_prior_ce(new_logits, gt_tokens, row_image)
         if self.prior_weight > 0:

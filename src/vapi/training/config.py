@@ -50,9 +50,9 @@ class ModelConfig:
 @dataclass
 class ObjectiveConfig:
     name: str = helpf("vapi", "the method: vapi (this section) | ce (the control: teacher-forced CE on the clean "
-                              "context) | ste (straight-through through the decoder; section ste) | tokenizer "
-                              "(post-train the decoder; section tokenizer) | grpo (free-running GRPO, AR-GRPO; "
-                              "section grpo)")
+                              "context, updated in policy_mode as vapi) | ste (straight-through through the decoder; "
+                              "section ste) | tokenizer (post-train the decoder; section tokenizer) | grpo "
+                              "(free-running GRPO, AR-GRPO; section grpo)")
     num_generations: int = helpf(8, "G: samples per image, drawn from one teacher-forced pass")
     context_noise: float = helpf(0.5, "ξ: probability that each context token is replaced by a uniform random one")
     temperature: float = helpf(1.0, "sampling temperature of the rollout (also used in the log-prob ratio)")
@@ -60,6 +60,8 @@ class ObjectiveConfig:
     top_p: float = helpf(1.0, "top-p filtering of the rollout sampling; 1.0 = off")
     epsilon: float = helpf(0.2, "PPO clip range of the ratio")
     adv_clip: float = helpf(5.0, "advantages are clamped to ±adv_clip")
+    policy_weight: float = helpf(1.0, "weight of the PPO-clip surrogate, the reward term; 0 = off: the matched "
+                                      "control (the same update, mode, batch and data with the reward left out)")
     prior_weight: float = helpf(0.1, "the paper's β: weight of the prior CE term (clean targets, corrupted context)")
     beta: float = helpf(0.0, "TRL's KL coefficient to the frozen initial policy; 0 = off (no reference model)")
     token_dropout: float = helpf(0.0, "fraction of tokens left out of the surrogate at random; 0 = off")
@@ -75,6 +77,8 @@ class ObjectiveConfig:
     def __post_init__(self):
         if self.name not in OBJECTIVES:
             raise ValueError(f"objective.name must be one of {OBJECTIVES}, got {self.name!r}")
+        if self.policy_weight < 0:
+            raise ValueError(f"policy_weight must be >= 0 (0 = off), got {self.policy_weight}")
         if self.num_generations < 2:
             raise ValueError(f"num_generations must be >= 2 to normalise advantages in a group, "
                              f"got {self.num_generations}")
