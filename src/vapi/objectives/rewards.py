@@ -8,6 +8,8 @@ Built-in terms (each off at weight 0):
   lpips              −LPIPS(x̂, x); VGG for LlamaGen, AlexNet for Janus   (need the real image)
   discriminator      D(x̂): LlamaGen's PatchGAN logit, higher = more real
   codebook_cosine    cos(sampled codebook latent, real pre-quant latent)  (need the real image and the tokens)
+  perceptual         −LPIPS-style distance on a vapi classifier's stages  (need the real image; the demo's
+                     stand-in for LPIPS, `objectives.perceptual`: never use the evaluation network)
   features           −‖φ(x̂) − φ(x)‖² of a vapi classifier's features      (need the real image)
   classifier         p(y = condition | x̂) of a vapi classifier            (class-id conditions)
   clip               cos(CLIP(x̂), CLIP(text)): AR-GRPO's CLIP score       (captions, or class names in a template)
@@ -34,8 +36,8 @@ from vapi.models.protocols import Condition, PromptCondition, index_condition
 from vapi.objectives.reward_models import (BACKBONE_FILES, ClipScorer, PatchDiscriminator, build_lpips,  # noqa: F401
                                            load_classifier, load_discriminator)
 
-WEIGHTS = ("mse", "l1", "lpips", "discriminator", "codebook_cosine", "features", "classifier", "clip")
-TARGET_TERMS = ("mse", "l1", "lpips", "codebook_cosine", "features")
+WEIGHTS = ("mse", "l1", "lpips", "perceptual", "discriminator", "codebook_cosine", "features", "classifier", "clip")
+TARGET_TERMS = ("mse", "l1", "lpips", "perceptual", "codebook_cosine", "features")
 
 
 @dataclass
@@ -46,6 +48,10 @@ class RewardConfig:
     lpips_net: str = helpf("vgg", "LPIPS backbone: vgg (LlamaGen runs) | alex (Janus runs) | squeeze")
     lpips_weights: str = helpf("", "path to the torchvision backbone weights (default: torchvision's cache)")
     lpips_random_backbone: bool = helpf(False, "TEST ONLY: random LPIPS backbone, never for reported numbers")
+    perceptual: float = helpf(0.0, "weight of −an LPIPS-style distance (unit-normalised stage features, spatial "
+                                    "mean, summed over stages; no learned heads) on a vapi classifier "
+                                    "(perceptual_path): the stand-in for LPIPS when its backbone is not cached")
+    perceptual_path: str = helpf("", "vapi classifier folder of the `perceptual` term (never the evaluation net)")
     discriminator: float = helpf(0.0, "weight of the PatchGAN realism logit D(x̂) (needs discriminator_path)")
     discriminator_path: str = helpf("", "LlamaGen VQ training checkpoint (key 'discriminator') or a bare state dict")
     codebook_cosine: float = helpf(0.0, "weight of cos(sampled codebook latent, real pre-quant latent); LlamaGen VQ "
@@ -68,7 +74,7 @@ class RewardConfig:
                 raise ValueError(f"reward weight {name} must be >= 0 (0 = off), got {getattr(self, name)}")
         if self.lpips_net not in BACKBONE_FILES:
             raise ValueError(f"lpips_net must be one of {sorted(BACKBONE_FILES)}, got {self.lpips_net!r}")
-        for name in ("discriminator", "features", "classifier", "clip"):
+        for name in ("perceptual", "discriminator", "features", "classifier", "clip"):
             if getattr(self, name) > 0 and not getattr(self, f"{name}_path"):
                 raise ValueError(f"reward.{name} > 0 needs reward.{name}_path")
         for spec in self.functions:
@@ -120,6 +126,19 @@ class Lpips(nn.Module):
 
     def forward(self, images, targets, condition=None):
         return -self.net(images, targets).flatten(1).mean(1)
+
+
+class Perceptual(nn.Module):
+    name, needs_target = "perceptual", True
+
+    def __init__(self, weight: float, net: nn.Module):
+        super().__init__()
+        from vapi.objectives.perceptual import FeatureLPIPS
+
+        self.weight, self.distance = weight, FeatureLPIPS(net)
+
+    def forward(self, images, targets, condition=None):
+        return -self.distance(images, targets)  # [N]
 
 
 class Realism(nn.Module):
@@ -247,6 +266,8 @@ class Reward(nn.Module):
             terms.append(PixelDistance("l1", cfg.l1, 1))
         if cfg.lpips:
             terms.append(Lpips(cfg.lpips, build_lpips(cfg.lpips_net, cfg.lpips_weights, cfg.lpips_random_backbone)))
+        if cfg.perceptual:
+            terms.append(Perceptual(cfg.perceptual, load_classifier(cfg.perceptual_path)))
         if cfg.discriminator:
             terms.append(Realism(cfg.discriminator, load_discriminator(cfg.discriminator_path)))
         if cfg.codebook_cosine:
