@@ -1,4 +1,5 @@
-"""A scaled-down `vapi demo` end to end (seconds): report, pictures, finite metrics, cache reuse and cache keys."""
+"""A scaled-down `vapi demo` (the main study's core) end to end (seconds): report with intervals, pictures, saved
+policies, finite metrics, cache reuse and cache keys; `vapi ablate --list`."""
 import json
 import math
 
@@ -12,8 +13,9 @@ TINY = ["data.train_images=240", "data.test_images=100", "data.image_size=16", "
         "prior.image_size=16", "prior.steps=15", "prior.batch_size=16", "prior.val_size=40", "prior.dim=32",
         "prior.n_layer=1", "prior.n_head=2", "prior.samples_per_class=2",
         "evalnet.steps=15", "evalnet.batch_size=16", "evalnet.val_size=40",
+        "perceptual.steps=15", "perceptual.batch_size=16", "perceptual.val_size=40", "perceptual.widths=[8,16]",
         "post.steps=3", "post.images_per_step=4", "post.micro_batch_size=16", "post.eval_steps=2",
-        "post.objective.num_generations=4", "progress=false"]
+        "post.objective.num_generations=4", "progress=false", "seeds=2", "eval_seeds=2", "shipped_dir="]
 
 
 def test_tiny_demo_end_to_end(tmp_path, capsys):
@@ -21,13 +23,16 @@ def test_tiny_demo_end_to_end(tmp_path, capsys):
     assert main(args) == 0
     out = capsys.readouterr().out
     run = next((tmp_path / "runs").glob("demo-*"))
-    assert f"report: {run / 'report.md'}" in out and "| VA-π |" in out
+    assert f"report: {run / 'report.md'}" in out and "| VA-π |" in out and "95 %" in out
     report = (run / "report.md").read_text()
-    for name in ("real", "samples_base", "samples_vapi", "samples_ce", "samples_vapi_no_prior", "curves"):
+    assert "matched control" in report and "Evaluation noise (base prior, 2 sampling seeds, N = 40" in report
+    for name in ("real", "samples_base", "samples_vapi", "samples_control", "samples_vapi_no_prior", "curves", "rows"):
         assert (run / f"{name}.png").stat().st_size > 0
         assert f"{name}.png" in report
     results = json.loads((run / "results.json").read_text())["results"]
-    assert set(results) == {"base", "vapi", "ce", "vapi_no_prior"}
+    assert set(results) == {"base", "control", "vapi", "vapi_no_prior"}
+    assert len(results["vapi"]) == 2 and len(results["base"]) == 2  # 2 seeds; 2 evaluation seeds of the base
+    assert (run / "vapi-seed1" / "model" / "config.json").is_file() and (run / "vapi-seed1" / "eval_settings.json").is_file()
     for runs in results.values():
         for r in runs:
             assert all(math.isfinite(v) for v in r.values()), r
@@ -35,7 +40,7 @@ def test_tiny_demo_end_to_end(tmp_path, capsys):
     assert main(args) == 0
     runs = sorted((tmp_path / "runs").glob("demo-*"))
     cached = json.loads((runs[-1] / "results.json").read_text())["cached"]
-    assert cached == {"tokenizer": True, "prior": True, "evalnet": True}
+    assert cached == {"tokenizer": "cached", "prior": "cached", "evalnet": "cached", "perceptual": "cached"}
 
 
 def test_cache_keys_follow_the_config():
@@ -43,3 +48,10 @@ def test_cache_keys_follow_the_config():
     b = load_config(DemoConfig, overrides=[*TINY, "tokenizer.steps=16"])
     assert stage_key(a.data, a.tokenizer) != stage_key(b.data, b.tokenizer)
     assert stage_key(a.data, a.evalnet) == stage_key(b.data, b.evalnet)
+
+
+def test_ablate_lists_rows(capsys):
+    assert main(["ablate", "reward", "--list"]) == 0
+    out = capsys.readouterr().out
+    assert "mse_ce" in out and "objective.policy_weight" in out
+    assert main(["ablate", "main", "--rows", "nope", "--list"]) == 2

@@ -9,7 +9,7 @@ from vapi.commands import UserError
 from vapi.errors import one_line
 
 # Each module defines `add_parser(subparsers)` (registering its parser with `func=run`) and `run(args) -> int`.
-COMMANDS = ("train", "sample", "eval", "convert", "inspect", "report", "env", "download", "pretrain", "demo")
+COMMANDS = ("train", "sample", "eval", "convert", "inspect", "report", "env", "download", "pretrain", "demo", "ablate")
 
 
 def build_parser() -> argparse.ArgumentParser:

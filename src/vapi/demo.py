@@ -1,16 +1,18 @@
 """The embedded CPU demo: the whole VA-π story on procedural shapes, with nothing to download.
 
-Stages (each cached under `cache_dir`, keyed by a hash of everything it depends on):
-  data       procedural 10-class shapes (train / test splits, deterministic by seed)
-  tokenizer  a small LlamaGen VQ                                   (vapi pretrain tokenizer)
-  prior      a small LlamaGen GPT on its tokens                    (vapi pretrain prior)
-  evalnet    a classifier that only MEASURES (own arch and seed)   (vapi pretrain features)
-Then, not cached: the base prior is evaluated; VA-π, the equal-step CE control and VA-π without the prior term
-(β = 0) post-train copies of it through the same `Trainer` as `vapi train`, for each seed; every model is evaluated
-the same way (same labels, same sampling seed); `report.md` gathers the table, grids and curves.
+Stages (shipped in assets/demo when their key matches, else cached under `cache_dir`, keyed by a hash of everything
+they depend on; `rebuild=true` trains them from their config):
+  data        procedural 10-class shapes (train / test splits, deterministic by seed)
+  tokenizer   a small LlamaGen VQ                                        (vapi pretrain tokenizer)
+  prior       a small LlamaGen GPT on its tokens, trained to its plateau (vapi pretrain prior)
+  evalnet     a classifier that only MEASURES (own widths and seed)       (vapi pretrain features)
+  perceptual  another classifier (other widths, seed and run): the backbone of the reward's LPIPS-style term
+Then `vapi.ablate` post-trains copies of the base prior through the same `Trainer` as `vapi train` (VA-π, its
+matched control = VA-π with the policy term off, β = 0, ...) over seeds, evaluates every model the same way and
+writes the report. The demo is the `main` study's core rows.
 
-The measuring network is never a loss: the reward is pixel MSE (+ optional LPIPS when its weights are cached), so
-post-training cannot game the metric.
+The measuring network is never a loss or a reward: the reward is pixel MSE + the LPIPS-style distance on the
+`perceptual` network (or real LPIPS when its backbone is cached: post.reward.lpips=1 post.reward.perceptual=0).
 """
 from __future__ import annotations
 
@@ -25,9 +27,10 @@ import torch
 
 from vapi.config import helpf, save_config, to_dict
 from vapi.data.procedural import ProceduralShapes
-from vapi.eval.features import ClassifierExtractor
+from vapi.eval.features import ClassifierExtractor, compute_features
 from vapi.eval.generation import (balanced_labels, image_metrics, reencode_change_rate, reference_features,
                                   sample_images, teacher_forced_sample_error)
+from vapi.eval.metrics import precision_recall
 from vapi.models.checkpoint import load_pretrained
 from vapi.objectives.rewards import RewardConfig
 from vapi.pretrain.features import FeaturesPretrainConfig, pretrain_features
@@ -48,39 +51,48 @@ class DemoData:
 
 
 def demo_objective() -> ObjectiveConfig:
-    """Chosen by measurement at this scale (see README, "The demo"), not the paper's defaults: ξ = 0 (the paper's C2I
-    launcher too; at ξ = 0.5 this small prior is near chance on the corrupted context), β = 1 (β = 0.1 raised the
-    clean CE and lowered class accuracy here), and the update in eval mode (dropout made 25% of the ratios clip)."""
-    return ObjectiveConfig(context_noise=0.0, prior_weight=1.0, policy_mode="eval")
+    """Chosen by measurement at this scale (README, "The demo"), starting from the lead a probe found on a converged
+    base: ξ = 0 (the paper's C2I launcher too; at ξ = 0.5 this small prior is near chance on the corrupted context),
+    β = 0.1 (the paper's), and the update in eval mode (dropout made 25% of the ratios clip)."""
+    return ObjectiveConfig(context_noise=0.0, prior_weight=0.1, policy_mode="eval")
 
 
 @dataclass
 class PostTrain:
-    steps: int = helpf(100, "rollout batches of every post-training run (VA-π and the CE control alike)")
-    images_per_step: int = helpf(16, "real images per rollout batch")
-    micro_batch_size: int = helpf(128, "sequences per forward/backward")
+    steps: int = helpf(100, "rollout batches of every post-training run (VA-π and its controls alike)")
+    images_per_step: int = helpf(128, "real images per rollout batch (cheap with the shared-context update)")
+    micro_batch_size: int = helpf(1024, "sequences per forward/backward (shared layout: one forward per image)")
     objective: ObjectiveConfig = field(default_factory=demo_objective)
-    optim: OptimConfig = field(default_factory=lambda: OptimConfig(learning_rate=3e-4, weight_decay=0.0))
-    reward: RewardConfig = field(default_factory=lambda: RewardConfig(lpips=0.0))
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(learning_rate=1e-4, weight_decay=0.0))
+    reward: RewardConfig = field(default_factory=lambda: RewardConfig(mse=1.0, lpips=0.0, perceptual=1.0,
+                                                                      perceptual_path="demo"))
     eval_steps: int = helpf(25, "clean validation CE and entropy every N steps")
 
 
-VARIANTS = ("vapi", "ce", "vapi_no_prior")  # the post-training runs `run_config` knows how to build
+VARIANTS = ("base", "control", "ce", "vapi", "vapi_no_prior")  # the rows of `vapi ablate main` (vapi.ablate.STUDIES)
 
 
 @dataclass
 class DemoConfig:
     out_dir: str = helpf("runs", "where runs/demo-<time>/ is written")
     cache_dir: str = helpf("runs/.cache/demo", "cached stages (data-independent of the run folder)")
-    seeds: int = helpf(1, "post-training seeds (mean ± spread over seeds)")
-    variants: list[str] = helpf(["vapi", "ce", "vapi_no_prior"], "post-training runs per seed")
-    eval_samples: int = helpf(1000, "generated images per evaluation (class-balanced)")
+    shipped_dir: str = helpf("auto", "pretrained stages shipped with vapi (assets/demo); used when their cache key "
+                                     "matches the config; auto = the repository's assets/demo; '' = never")
+    rebuild: bool = helpf(False, "train every stage from its config instead of using shipped or cached stages")
+    seeds: int = helpf(3, "post-training seeds per row (intervals are over seeds)")
+    variants: list[str] = helpf(["base", "control", "vapi", "vapi_no_prior"],
+                                "rows of the main study the demo runs (see `vapi ablate main --list`)")
+    eval_samples: int = helpf(2000, "generated images per evaluation (class-balanced)")
+    eval_seeds: int = helpf(3, "sampling seeds the base is evaluated with: the evaluation noise")
     cfg_scale: float = helpf(2.0, "the guided evaluation's CFG scale (an unguided one always runs too)")
-    eval_seed: int = helpf(1234, "sampling seed shared by every evaluation (same labels, same noise)")
+    eval_seed: int = helpf(1234, "sampling seed of every post-trained model's evaluation (same labels, same noise)")
+    threads: int = helpf(0, "torch CPU threads (0 = torch's default); on a shared machine 1 avoids thrashing")
     data: DemoData = field(default_factory=DemoData)
     tokenizer: TokenizerPretrainConfig = field(default_factory=lambda: TokenizerPretrainConfig(steps=450))
-    prior: PriorPretrainConfig = field(default_factory=lambda: PriorPretrainConfig(steps=400, lr=2e-3, warmup_steps=30))
+    prior: PriorPretrainConfig = field(default_factory=lambda: PriorPretrainConfig(steps=2000))
     evalnet: FeaturesPretrainConfig = field(default_factory=lambda: FeaturesPretrainConfig(arch="convnet", seed=1))
+    perceptual: FeaturesPretrainConfig = field(default_factory=lambda: FeaturesPretrainConfig(
+        arch="convnet", widths=[32, 64, 128], seed=3))
     post: PostTrain = field(default_factory=PostTrain)
     progress: bool = helpf(True, "progress bars")
 
@@ -89,7 +101,7 @@ class DemoConfig:
         if unknown or not self.variants:
             raise ValueError(f"variants: unknown {unknown[0]!r}; choose from {', '.join(VARIANTS)}" if unknown
                              else f"variants must name at least one of {', '.join(VARIANTS)}")
-        for name in ("seeds", "eval_samples"):
+        for name in ("seeds", "eval_samples", "eval_seeds"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.cfg_scale >= 0:
@@ -102,21 +114,33 @@ def stage_key(*parts) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-class Stages:
-    """Wall time per stage, and cached stage folders (complete iff metrics.json exists)."""
+def repo_assets() -> Path:
+    return Path(__file__).resolve().parents[2] / "assets" / "demo"
 
-    def __init__(self, cache_dir: Path):
+
+class Stages:
+    """Wall time per stage, and stage folders: shipped (assets/demo, read-only), else cached, else built."""
+
+    def __init__(self, cache_dir: Path, shipped_dir: str = "", rebuild: bool = False):
         self.cache_dir, self.times, self.cached = Path(cache_dir), {}, {}
+        self.shipped = None if rebuild or not shipped_dir else (repo_assets() if shipped_dir == "auto"
+                                                                 else Path(shipped_dir))
+        self.rebuild = rebuild
 
     def cached_stage(self, name: str, key: str, build) -> Path:
-        folder = self.cache_dir / f"{name}-{key}"
         start = time.perf_counter()
-        hit = (folder / "metrics.json").is_file()
-        if not hit:
+        shipped = self.shipped / f"{name}-{key}" if self.shipped else None
+        folder = self.cache_dir / f"{name}-{key}"
+        if shipped is not None and (shipped / "metrics.json").is_file():
+            print(f"[{name}] shipped {shipped}", flush=True)
+            folder, hit = shipped, "shipped"
+        elif (folder / "metrics.json").is_file() and not self.rebuild:
+            print(f"[{name}] reusing {folder}", flush=True)
+            hit = "cached"
+        else:
             print(f"[{name}] building (cache key {key})", flush=True)
             build(folder)
-        else:
-            print(f"[{name}] reusing {folder}", flush=True)
+            hit = ""
         self.times[name], self.cached[name] = time.perf_counter() - start, hit
         return folder
 
@@ -127,20 +151,60 @@ class Stages:
         return out
 
 
-def run_config(cfg: DemoConfig, variant: str, seed: int, out: Path, image_size: int) -> RunConfig:
+def stage_keys(cfg: "DemoConfig") -> dict[str, str]:
+    """Each pretrained stage's key: a hash of its config and of everything it depends on."""
+    data_key = stage_key(cfg.data)
+    tok_key = stage_key(data_key, cfg.tokenizer)
+    return {"tokenizer": tok_key, "prior": stage_key(tok_key, cfg.prior),
+            "evalnet": stage_key(data_key, cfg.evalnet), "perceptual": stage_key(data_key, cfg.perceptual)}
+
+
+def build_stages(cfg: "DemoConfig", stages: Stages, train) -> dict[str, Path]:
+    keys = stage_keys(cfg)
+    dirs = {"tokenizer": stages.cached_stage("tokenizer", keys["tokenizer"],
+                                             lambda f: pretrain_tokenizer(cfg.tokenizer, train, f))}
+    dirs["prior"] = stages.cached_stage("prior", keys["prior"],
+                                        lambda f: pretrain_prior(cfg.prior, dirs["tokenizer"], train, f))
+    for name in ("evalnet", "perceptual"):
+        sub = getattr(cfg, name)
+        dirs[name] = stages.cached_stage(name, keys[name], lambda f, sub=sub: pretrain_features(sub, train, f))
+    for name, folder in dirs.items():
+        if folder.parent != Path(cfg.cache_dir):
+            continue
+        save_config(getattr(cfg, name), folder / "config.yaml")
+    return dirs
+
+
+def apply_overrides(obj, overrides: dict) -> None:
+    """Set dotted keys (`objective.prior_weight`) on a config object; unknown keys raise."""
+    for key, value in overrides.items():
+        *path, last = key.split(".")
+        target = obj
+        for part in path:
+            target = getattr(target, part)
+        if not hasattr(target, last):
+            raise ValueError(f"unknown option {key!r}")
+        setattr(target, last, copy.deepcopy(value))
+
+
+def run_config(cfg: "DemoConfig", overrides: dict, seed: int, out: Path, image_size: int,
+               perceptual_dir: Path | None = None) -> RunConfig:
+    """The post-training RunConfig of one row: the demo's `post` settings with the row's overrides. Every row shares
+    update mode, batch, lr, schedule, steps and data order (`seed`) unless it overrides them."""
     p = cfg.post
     rc = RunConfig(objective=copy.deepcopy(p.objective), optim=copy.deepcopy(p.optim), reward=copy.deepcopy(p.reward))
-    if variant == "ce":
-        rc.objective.name = "ce"
-    if variant == "vapi_no_prior":
-        rc.objective.prior_weight = 0.0
     rc.model.image_size = rc.data.image_size = image_size
     t = rc.train
     t.output_dir, t.max_steps, t.seed, t.device = str(out), p.steps, seed, "cpu"
     t.per_device_batch_size, t.micro_batch_size = p.images_per_step, p.micro_batch_size
-    t.save_steps, t.save_total_limit, t.image_steps, t.tensorboard, t.progress = 0, 1, p.steps, True, cfg.progress
-    if variant == "ce":  # same images per step; CE sees each once, VA-π sees each G times
-        t.micro_batch_size = min(p.micro_batch_size, p.images_per_step)
+    t.save_steps, t.save_total_limit, t.image_steps, t.progress = 0, 1, p.steps, cfg.progress
+    t.sample_steps, t.report_to = 0, []
+    apply_overrides(rc, overrides)
+    if rc.reward.perceptual and rc.reward.perceptual_path == "demo":
+        rc.reward.perceptual_path = str(perceptual_dir)
+    if rc.objective.name == "ce":  # CE sees each image once, VA-π sees each G times
+        t.micro_batch_size = min(t.micro_batch_size, t.per_device_batch_size)
+    rc.train.micro_batch_size = min(rc.train.micro_batch_size, rc.sequences_per_step)
     rc.grad_accum_steps  # validate
     return rc
 
@@ -172,13 +236,15 @@ class Evaluator:
         self.ref_feats = reference_features(self.extractor, self.test_images)
         self.labels = balanced_labels(cfg.eval_samples, 10)
 
-    def __call__(self, policy, with_alignment: bool = False) -> dict:
+    def __call__(self, policy, with_alignment: bool = False, seed: int | None = None) -> dict:
         out = {}
         for name, scale in (("nocfg", 1.0), ("cfg", self.cfg.cfg_scale)):
             images, tokens = sample_images(policy, self.vq, self.labels, SamplingConfig(cfg_scale=scale),
-                                           seed=self.cfg.eval_seed)
+                                           seed=self.cfg.eval_seed if seed is None else seed)
             for k, v in image_metrics(self.extractor, images, self.labels, self.ref_feats).items():
                 out[f"{k}_{name}"] = v
+            feats, _ = compute_features(self.extractor, images, batch_size=500, progress=False)
+            out[f"precision_{name}"], out[f"recall_{name}"] = precision_recall(self.ref_feats, feats)
             if with_alignment and name == "nocfg":
                 out["reencode_change"] = reencode_change_rate(self.vq, tokens)
         out.update(clean_validation(policy, self.val_tokens, self.val_labels))
@@ -193,45 +259,49 @@ class Evaluator:
         return images
 
 
-def run_demo(cfg: DemoConfig) -> Path:
-    from vapi.demo_report import write_report
+@dataclass
+class Setup:
+    """Everything a study needs, built once: data, stages, the frozen tokenizer, the evaluator and the base prior."""
 
+    cfg: DemoConfig
+    stages: Stages
+    train: ProceduralShapes
+    dirs: dict
+    vq: torch.nn.Module
+    evaluator: Evaluator
+    base: torch.nn.Module
+
+
+def prepare(cfg: DemoConfig) -> Setup:
     torch.use_deterministic_algorithms(True)  # bit-reproducible builds and runs on a given machine
-    run_dir = Path(cfg.out_dir) / time.strftime("demo-%Y%m%d-%H%M%S")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
-    stages = Stages(cfg.cache_dir)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    stages = Stages(cfg.cache_dir, cfg.shipped_dir, cfg.rebuild)
     d = cfg.data
     train = stages.timed("data", lambda: ProceduralShapes(d.train_images, d.image_size, seed=d.seed))
     test = ProceduralShapes(d.test_images, d.image_size, seed=d.seed + 1)
-    data_key = stage_key(d)
-    tok_key = stage_key(data_key, cfg.tokenizer)
-    tok_dir = stages.cached_stage("tokenizer", tok_key, lambda f: pretrain_tokenizer(cfg.tokenizer, train, f))
-    prior_key = stage_key(tok_key, cfg.prior)
-    prior_dir = stages.cached_stage("prior", prior_key, lambda f: pretrain_prior(cfg.prior, tok_dir, train, f))
-    eval_dir = stages.cached_stage("evalnet", stage_key(data_key, cfg.evalnet),
-                                   lambda f: pretrain_features(cfg.evalnet, train, f))
-    vq = load_pretrained(tok_dir).eval().requires_grad_(False)
-    evaluator = stages.timed("eval", lambda: Evaluator(cfg, vq, load_pretrained(eval_dir), test))
-    base = load_pretrained(prior_dir)
-    results = {"base": [stages.timed("eval", lambda: evaluator(base, with_alignment=True))]}
-    grids = {"base": evaluator.grid(base)}
-    curves = {}
-    for seed in range(cfg.seeds):
-        for variant in cfg.variants:
-            out = run_dir / f"{variant}-seed{seed}"
-            rc = run_config(cfg, variant, seed, out, d.image_size)
-            policy = copy.deepcopy(base)
-            trainer = Trainer(rc, policy, vq, train,
-                              eval_fn=lambda p: clean_validation(p, evaluator.val_tokens, evaluator.val_labels),
-                              eval_steps=cfg.post.eval_steps)
-            print(f"[{variant} seed {seed}] {rc.train.max_steps} steps", flush=True)
-            stages.timed(variant, trainer.train)
-            results.setdefault(variant, []).append(stages.timed("eval", lambda: evaluator(policy, True)))
-            curves.setdefault(variant, []).append(out / "metrics.jsonl")
-            if seed == 0:
-                grids[variant] = evaluator.grid(policy)
-    (run_dir / "results.json").write_text(json.dumps({"results": results, "times": stages.times,
-                                                      "cached": stages.cached}, indent=1))
-    report = write_report(run_dir, cfg, results, grids, curves, stages, evaluator.test_images[:80])
-    return report
+    dirs = build_stages(cfg, stages, train)
+    vq = load_pretrained(dirs["tokenizer"]).eval().requires_grad_(False)
+    evaluator = stages.timed("eval", lambda: Evaluator(cfg, vq, load_pretrained(dirs["evalnet"]), test))
+    return Setup(cfg, stages, train, dirs, vq, evaluator, load_pretrained(dirs["prior"]))
+
+
+def post_train(setup: Setup, overrides: dict, seed: int, out: Path) -> tuple[torch.nn.Module, float]:
+    """Post-train a copy of the base prior with the row's overrides; returns (policy, seconds)."""
+    cfg = setup.cfg
+    rc = run_config(cfg, overrides, seed, out, cfg.data.image_size, setup.dirs["perceptual"])
+    policy = copy.deepcopy(setup.base)
+    ev = setup.evaluator
+    trainer = Trainer(rc, policy, setup.vq, setup.train,
+                      eval_fn=lambda p: clean_validation(p, ev.val_tokens, ev.val_labels),
+                      eval_steps=cfg.post.eval_steps)
+    start = time.perf_counter()
+    trainer.train()
+    return policy, time.perf_counter() - start
+
+
+def run_demo(cfg: DemoConfig) -> Path:
+    """`vapi demo`: the main study's core rows (cfg.variants) with intervals; see `vapi.ablate`."""
+    from vapi.ablate import run_study
+
+    return run_study(cfg, "main", rows=cfg.variants, folder_prefix="demo")

@@ -26,14 +26,18 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 
 def add_config_parser(subparsers, name: str, cfg_cls, help: str, description: str,
-                      config_help: str = "YAML file of options") -> argparse.ArgumentParser:
+                      config_help: str = "YAML file of options", positional: tuple | None = None
+                      ) -> argparse.ArgumentParser:
     """A subcommand driven by a config dataclass: `--help` lists every option with its default, and the parser takes
     `--config FILE` (YAML, or the name of a config shipped with vapi) then overrides written `key=value`,
-    `--key value` or `--key=value` (resolve them with `vapi.config.load_config`)."""
+    `--key value` or `--key=value` (resolve them with `vapi.config.load_config`); `positional` = (name, kwargs) adds
+    one positional argument before them."""
     parser = subparsers.add_parser(name, help=help, description=description,
                                    formatter_class=argparse.RawDescriptionHelpFormatter,
                                    epilog="options (key = default  help):\n" + "\n".join(describe(cfg_cls)))
     parser.add_argument("--config", metavar="FILE", help=config_help + "; or the name of a shipped config")
+    if positional:  # (name, add_argument kwargs): a positional that comes before the overrides
+        parser.add_argument(positional[0], **positional[1])
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="option overrides (also --key value or --key=value)")
     CONFIG_PARSERS.add(id(parser))  # ids of the config-driven parsers (see normalize_overrides)

@@ -1,0 +1,136 @@
+"""`vapi ablate STUDY`: the paper's tables at demo scale, each row over seeds, against the base and a matched control.
+
+Studies (rows are overrides of the demo's `post` settings; every row shares update mode, batch, lr, schedule, steps
+and data order with VA-π unless it varies them):
+  main    Table 1: base, the matched control (VA-π, policy term off), plain CE (same mode), VA-π, VA-π β = 0
+  reward  Table 3: perceptual only, MSE + perceptual, CE only (= the control), MSE + perceptual + CE (= VA-π), MSE + CE
+  prior   the β figure: β ∈ {0.01, 0.1, 1} with the CE prior, and with a KL-to-reference prior instead
+  noise   Table 5: ξ ∈ {0, 0.25, 0.5, 0.75, 0.95}
+The base is evaluated with `eval_seeds` sampling seeds (the evaluation noise); every post-trained model with the
+shared `eval_seed`. Every run's final policy is saved as a vapi model folder with its evaluation settings. The
+perceptual term stands in for the paper's LPIPS (see `objectives.perceptual`).
+
+    vapi ablate main                 # runs/ablate-main-<time>/report.md
+    vapi ablate noise seeds=3 post.steps=50
+    vapi ablate main --rows base,control,vapi
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vapi.config import save_config
+from vapi.models.checkpoint import save_pretrained
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    label: str
+    overrides: dict = field(default_factory=dict)
+    train: bool = True  # False: the base, evaluated as it is
+    expect: str = ""  # the paper's direction for FID vs the base: "lower" | "higher" | "" (none stated)
+    paper: str = ""  # the paper's number(s) for this row, as written there; "" = not transcribed
+
+
+CONTROL = {"objective.policy_weight": 0.0}
+BASE = Row("base", "base prior", train=False, paper="LlamaGen-XXL: FID 14.36, IS 86.55")
+
+STUDIES: dict[str, list[Row]] = {
+    "main": [
+        BASE,
+        Row("control", "matched control (VA-π, policy term off)", CONTROL),
+        Row("ce", "CE fine-tune (same update mode)", {"objective.name": "ce"}),
+        Row("vapi", "VA-π", {}, expect="lower", paper="LlamaGen-XXL: FID 7.65, IS 116.70"),
+        Row("vapi_no_prior", "VA-π, β = 0", {"objective.prior_weight": 0.0}, expect="higher",
+            paper="diverges without the prior term (reported in the text)"),
+    ],
+    "reward": [
+        BASE,
+        Row("perceptual_only", "perceptual only", {"reward.mse": 0.0, "objective.prior_weight": 0.0}),
+        Row("mse_perceptual", "MSE + perceptual", {"objective.prior_weight": 0.0}),
+        Row("control", "CE only (matched control)", CONTROL),
+        Row("vapi", "MSE + perceptual + CE (VA-π)", {}, expect="lower"),
+        Row("mse_ce", "MSE + CE (not in the paper)", {"reward.perceptual": 0.0}),
+    ],
+    "prior": [
+        BASE,
+        Row("control", "matched control (β 0.1 CE, policy term off)", CONTROL),
+        *[Row(f"ce_beta{b:g}", f"CE prior, β = {b:g}", {"objective.prior_weight": b}, expect="lower" if b == 0.1
+              else "") for b in (0.01, 0.1, 1.0)],
+        *[Row(f"kl_beta{b:g}", f"KL-to-reference prior, β = {b:g}",
+              {"objective.prior_weight": 0.0, "objective.beta": b}) for b in (0.01, 0.1, 1.0)],
+    ],
+    "noise": [
+        BASE,
+        Row("control", "matched control (ξ 0, policy term off)", CONTROL),
+        *[Row(f"xi{x:g}", f"ξ = {x:g}", {"objective.context_noise": x}) for x in (0.0, 0.25, 0.5, 0.75, 0.95)],
+    ],
+}
+
+
+def select_rows(study: str, names: list[str] | None) -> list[Row]:
+    if study not in STUDIES:
+        raise ValueError(f"unknown study {study!r}; choose from {', '.join(STUDIES)}")
+    rows = STUDIES[study]
+    if not names:
+        return rows
+    known = {r.name: r for r in rows}
+    bad = [n for n in names if n not in known]
+    if bad:
+        raise ValueError(f"study {study}: unknown row {bad[0]!r}; rows: {', '.join(known)}")
+    return [known[n] for n in names]
+
+
+def save_model(policy, folder: Path, cfg, seed: int, overrides: dict) -> None:
+    """The run's final policy as a vapi model folder, with the settings it was evaluated with."""
+    save_pretrained(policy, folder / "model", overwrite=True)
+    (folder / "eval_settings.json").write_text(json.dumps({
+        "tokenizer": "the study's tokenizer stage (see study.json)", "eval_samples": cfg.eval_samples,
+        "eval_seed": cfg.eval_seed, "cfg_scales": [1.0, cfg.cfg_scale], "class_balanced": True,
+        "post_training_seed": seed, "overrides": overrides}, indent=1))
+
+
+def run_study(cfg, study: str, rows: list[str] | None = None, folder_prefix: str = "") -> Path:
+    """Run every row × seed of `study` on the demo's stages (cfg: a demo.DemoConfig); returns the report path."""
+    from vapi.ablate_report import write_study_report
+    from vapi.demo import post_train, prepare
+
+    selected = select_rows(study, rows)
+    run_dir = Path(cfg.out_dir) / time.strftime(f"{folder_prefix or 'ablate-' + study}-%Y%m%d-%H%M%S")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    setup = prepare(cfg)
+    ev, stages = setup.evaluator, setup.stages
+    (run_dir / "study.json").write_text(json.dumps({"study": study, "rows": [r.name for r in selected],
+                                                    "stages": {k: str(v) for k, v in setup.dirs.items()}}, indent=1))
+    results: dict[str, list[dict]] = {}
+    noise = [stages.timed("eval", lambda s=s: ev(setup.base, with_alignment=(s == 0), seed=cfg.eval_seed + s))
+             for s in range(cfg.eval_seeds)]
+    grids = {"base": ev.grid(setup.base)}
+    curves, times = {}, {}
+    for row in selected:
+        if not row.train:
+            results[row.name] = noise
+            continue
+        for seed in range(cfg.seeds):
+            out = run_dir / f"{row.name}-seed{seed}"
+            print(f"[{study}/{row.name} seed {seed}] {cfg.post.steps} steps", flush=True)
+            policy, seconds = post_train(setup, row.overrides, seed, out)
+            times.setdefault(row.name, []).append(seconds)
+            stages.times[row.name] = stages.times.get(row.name, 0.0) + seconds
+            metrics = stages.timed("eval", lambda: ev(policy, with_alignment=True))
+            results.setdefault(row.name, []).append(metrics)
+            (out / "eval.json").write_text(json.dumps(metrics, indent=1))
+            save_model(policy, out, cfg, seed, row.overrides)
+            curves.setdefault(row.name, []).append(out / "metrics.jsonl")
+            if seed == 0:
+                grids[row.name] = ev.grid(policy)
+        (run_dir / "results.json").write_text(json.dumps({"results": results, "times": stages.times,
+                                                          "train_seconds": times, "cached": stages.cached}, indent=1))
+    (run_dir / "results.json").write_text(json.dumps({"results": results, "times": stages.times,
+                                                      "train_seconds": times, "cached": stages.cached}, indent=1))
+    return write_study_report(run_dir, cfg, study, selected, results, grids, curves, stages, times,
+                              ev.test_images[:80])
