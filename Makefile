@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: install test test-all demo clean
+.PHONY: install test test-all demo reproduce clean
 
 $(STAMP): pyproject.toml requirements-dev.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,13 @@ test-all: install
 
 demo: install
 	$(BIN)/vapi demo
+
+# The four studies of `vapi ablate` on the shipped demo stages (each: runs/ablate-<study>-<time>/report.md).
+reproduce: install
+	$(BIN)/vapi ablate main
+	$(BIN)/vapi ablate reward
+	$(BIN)/vapi ablate prior
+	$(BIN)/vapi ablate noise
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache
