@@ -65,7 +65,7 @@ class PostTrain:
     objective: ObjectiveConfig = field(default_factory=demo_objective)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(learning_rate=1e-4, weight_decay=0.0))
     reward: RewardConfig = field(default_factory=lambda: RewardConfig(mse=1.0, lpips=0.0, perceptual=1.0,
-                                                                      perceptual_path="demo"))
+                                                                      perceptual_path="demo", chunk_size=256))
     eval_steps: int = helpf(25, "clean validation CE and entropy every N steps")
 
 

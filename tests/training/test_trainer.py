@@ -108,3 +108,28 @@ def test_bad_inputs(tmp_path, shapes16):
         Trainer(tiny_config(tmp_path), tiny_policy(vocab=64), tiny_tokenizer(codebook=32), shapes16)
     with pytest.raises(ValueError, match="fewer than one batch"):
         Trainer(tiny_config(tmp_path, per_device_batch_size=128), tiny_policy(), tiny_tokenizer(), shapes16)
+
+
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_ce_control_updates_in_vapis_mode(tmp_path, shapes16, mode):
+    """The ce control runs its update in objective.policy_mode, as VA-π does (no train/eval confound)."""
+    cfg = tiny_config(tmp_path, max_steps=1)
+    cfg.objective.name, cfg.objective.policy_mode = "ce", mode
+    policy = tiny_policy()
+    seen = []
+    policy.register_forward_pre_hook(lambda m, args: seen.append(m.training))
+    Trainer(cfg, policy, tiny_tokenizer(), shapes16).step()
+    assert seen and all(t == (mode == "train") for t in seen)
+
+
+def test_policy_weight_zero_keeps_data_and_changes_only_the_reward_term(tmp_path, shapes16):
+    """VA-π with policy_weight 0 (the matched control) sees the same images and rollouts; its update differs."""
+    runs = {}
+    for w in (1.0, 0.0):
+        cfg = tiny_config(tmp_path / str(w), max_steps=1)
+        cfg.objective.policy_weight, cfg.objective.policy_mode = w, "eval"
+        torch.manual_seed(0)
+        policy = tiny_policy()
+        runs[w] = (Trainer(cfg, policy, tiny_tokenizer(), shapes16).step(), params(policy))
+    assert runs[1.0][0]["reward"] == runs[0.0][0]["reward"]  # same rollout batch
+    assert any(not torch.equal(runs[1.0][1][k], runs[0.0][1][k]) for k in runs[1.0][1])
