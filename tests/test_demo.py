@@ -36,6 +36,9 @@ def test_tiny_demo_end_to_end(tmp_path, capsys):
     for runs in results.values():
         for r in runs:
             assert all(math.isfinite(v) for v in r.values()), r
+    # an interrupted study's report is written again from results.json
+    (run / "report.md").unlink()
+    assert main(["ablate", "main", "--report", str(run)]) == 0 and "matched control" in (run / "report.md").read_text()
     # the second run reuses every cached stage
     assert main(args) == 0
     runs = sorted((tmp_path / "runs").glob("demo-*"))

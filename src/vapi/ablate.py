@@ -134,3 +134,28 @@ def run_study(cfg, study: str, rows: list[str] | None = None, folder_prefix: str
                                                       "train_seconds": times, "cached": stages.cached}, indent=1))
     return write_study_report(run_dir, cfg, study, selected, results, grids, curves, stages, times,
                               ev.test_images[:80])
+
+
+def rewrite_report(run_dir: str | Path) -> Path:
+    """Write report.md again from a study folder's results.json (e.g. after an interrupted study: the rows that
+    finished). Sample grids are those already written; the evaluation is not rerun."""
+    from vapi.ablate_report import write_study_report
+    from vapi.config import load_config
+    from vapi.demo import DemoConfig, Stages
+
+    run_dir = Path(run_dir)
+    cfg = load_config(DemoConfig, run_dir / "config.yaml")
+    study = json.loads((run_dir / "study.json").read_text())
+    saved = json.loads((run_dir / "results.json").read_text())
+    results = saved["results"]
+    rows = [r for r in select_rows(study["study"], study["rows"]) if r.name in results]
+    stages = Stages(cfg.cache_dir)
+    stages.times, stages.cached = saved["times"], saved["cached"]
+    curves = {r.name: sorted(run_dir.glob(f"{r.name}-seed*/metrics.jsonl")) for r in rows if r.train}
+    import torch
+    from vapi.data.procedural import ProceduralShapes
+
+    test = ProceduralShapes(80, cfg.data.image_size, seed=cfg.data.seed + 1)
+    real = torch.stack([test[i][0] for i in range(80)])
+    return write_study_report(run_dir, cfg, study["study"], rows, results, {}, curves, stages,
+                              saved.get("train_seconds", {}), real)

@@ -154,6 +154,7 @@ def write_study_report(run_dir: Path, cfg, study: str, rows, results: dict, grid
     save_grid(real, run_dir / "real.png", nrow=8)
     for name, images in grids.items():
         save_grid(images, run_dir / f"samples_{name}.png", nrow=8)
+    shown = [n for n in ["base", *[r.name for r in rows]] if (run_dir / f"samples_{n}.png").is_file()]
     plot_rows(rows, results, run_dir / "rows.png")
     labels = {r.name: r.label for r in rows}
     if curves:
@@ -192,7 +193,7 @@ def write_study_report(run_dir: Path, cfg, study: str, rows, results: dict, grid
         f"- perceptual reward network (convnet widths {cfg.perceptual.widths}, seed {cfg.perceptual.seed}, its own "
         "training run): LPIPS-style distance, no learned heads.", "",
         "## Pictures", "", "![real](real.png)",
-        *[f"![{n}](samples_{n}.png) {labels.get(n, n)}" for n in grids], "",
+        *[f"![{n}](samples_{n}.png) {labels.get(n, n)}" for n in dict.fromkeys(shown)], "",
         *(["![curves](curves.png)", ""] if curves else []),
         "## Wall time (seconds; shared CPU)", "", "| stage / row | seconds | source |", "|---|---|---|",
         *[f"| {k} | {v:.1f} | {stages.cached.get(k, '')} |" for k, v in stages.times.items()], "",

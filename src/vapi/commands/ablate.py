@@ -19,18 +19,25 @@ def add_parser(sub) -> None:
     p.add_argument("--rows", help="comma list of rows to run (default: all; see --list)")
     p.add_argument("--list", action="store_true", help="print the study's rows and their overrides, then exit")
     p.add_argument("--seeds", type=int, help="post-training seeds per row")
+    p.add_argument("--report", metavar="DIR", help="only write DIR/report.md again from DIR/results.json (an "
+                                                   "interrupted study: the rows that finished)")
     p.add_argument("--rebuild", action="store_true", help="train the stages from their config (no shipped/cache)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from vapi.ablate import run_study, select_rows
+    from vapi.ablate import rewrite_report, run_study, select_rows
     from vapi.demo import DemoConfig
 
     rows = [r for r in (args.rows or "").split(",") if r]
     if args.list:
         for row in select_rows(args.study, rows):
             print(f"{row.name:18s} {row.label:45s} {row.overrides if row.train else '(not trained)'}")
+        return 0
+    if args.report:
+        report = rewrite_report(args.report)
+        print((report.parent / "table.md").read_text())
+        print(f"report: {report}")
         return 0
     cfg = load_config(DemoConfig, args.config, args.overrides)
     if args.seeds:
