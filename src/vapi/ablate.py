@@ -148,6 +148,10 @@ def rewrite_report(run_dir: str | Path) -> Path:
     study = json.loads((run_dir / "study.json").read_text())
     saved = json.loads((run_dir / "results.json").read_text())
     results = saved["results"]
+    for row in select_rows(study["study"], study["rows"]):  # rows an interruption left without a results entry
+        found = sorted(run_dir.glob(f"{row.name}-seed*/eval.json"))
+        if row.name not in results and found:
+            results[row.name] = [json.loads(f.read_text()) for f in found]
     rows = [r for r in select_rows(study["study"], study["rows"]) if r.name in results]
     stages = Stages(cfg.cache_dir)
     stages.times, stages.cached = saved["times"], saved["cached"]
