@@ -106,16 +106,17 @@ def run_study(cfg, study: str, rows: list[str] | None = None, folder_prefix: str
     ev, stages = setup.evaluator, setup.stages
     (run_dir / "study.json").write_text(json.dumps({"study": study, "rows": [r.name for r in selected],
                                                     "stages": {k: str(v) for k, v in setup.dirs.items()}}, indent=1))
-    results: dict[str, list[dict]] = {}
-    noise = [stages.timed("eval", lambda s=s: ev(setup.base, with_alignment=(s == 0), seed=cfg.eval_seed + s))
-             for s in range(cfg.eval_seeds)]
+    # the base, always: its evaluation noise over sampling seeds, and the reference of every row
+    results: dict[str, list[dict]] = {"base": [
+        stages.timed("eval", lambda s=s: ev(setup.base, with_alignment=(s == 0), seed=cfg.eval_seed + s))
+        for s in range(cfg.eval_seeds)]}
     grids = {"base": ev.grid(setup.base)}
     curves, times = {}, {}
-    for row in selected:
-        if not row.train:
-            results[row.name] = noise
-            continue
-        for seed in range(cfg.seeds):
+    save = lambda: (run_dir / "results.json").write_text(json.dumps(  # noqa: E731
+        {"results": results, "times": stages.times, "train_seconds": times, "cached": stages.cached}, indent=1))
+    save()
+    for seed in range(cfg.seeds):  # seed-major: an interrupted study still has paired rows for its first seeds
+        for row in (r for r in selected if r.train):
             out = run_dir / f"{row.name}-seed{seed}"
             print(f"[{study}/{row.name} seed {seed}] {cfg.post.steps} steps", flush=True)
             policy, seconds = post_train(setup, row.overrides, seed, out)
@@ -128,10 +129,7 @@ def run_study(cfg, study: str, rows: list[str] | None = None, folder_prefix: str
             curves.setdefault(row.name, []).append(out / "metrics.jsonl")
             if seed == 0:
                 grids[row.name] = ev.grid(policy)
-        (run_dir / "results.json").write_text(json.dumps({"results": results, "times": stages.times,
-                                                          "train_seconds": times, "cached": stages.cached}, indent=1))
-    (run_dir / "results.json").write_text(json.dumps({"results": results, "times": stages.times,
-                                                      "train_seconds": times, "cached": stages.cached}, indent=1))
+            save()
     return write_study_report(run_dir, cfg, study, selected, results, grids, curves, stages, times,
                               ev.test_images[:80])
 
