@@ -1,6 +1,7 @@
-"""`ce`: the control. Plain teacher-forced next-token cross-entropy on the clean context, on the same images, steps
+"""`ce`: the control. Plain teacher-forced next-token cross-entropy on the clean context, on the same images, steps,
 optimizer and update mode (objective.policy_mode) as VA-π, so the two differ only in the objective. The closest
-control is VA-π itself with objective.policy_weight = 0: the same rollouts and update without the reward term. Trains the generator."""
+control is VA-π itself with objective.policy_weight = 0: the same rollouts and update without the reward term.
+Trains the generator."""
 from __future__ import annotations
 
 from dataclasses import dataclass
