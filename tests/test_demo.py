@@ -58,3 +58,15 @@ def test_ablate_lists_rows(capsys):
     out = capsys.readouterr().out
     assert "mse_ce" in out and "objective.policy_weight" in out
     assert main(["ablate", "main", "--rows", "nope", "--list"]) == 2
+
+
+def test_tiny_baselines_run_through_ablate(tmp_path):
+    """STE, the post-trained tokenizer (evaluated with its own decoder) and free-running GRPO on the demo's stages."""
+    args = ["ablate", "main", "--rows", "base,ste,tokenizer,grpo", *TINY, f"out_dir={tmp_path / 'runs'}",
+            f"cache_dir={tmp_path / 'cache'}", "seeds=1", "eval_seeds=1"]
+    assert main(args) == 0
+    run = next((tmp_path / "runs").glob("ablate-main-*"))
+    results = json.loads((run / "results.json").read_text())["results"]
+    assert set(results) == {"base", "ste", "tokenizer", "grpo"}
+    assert (run / "tokenizer-seed0" / "tokenizer" / "config.json").is_file()
+    assert results["tokenizer"][0]["fid_nocfg"] != results["base"][0]["fid_nocfg"]  # decoded by the trained decoder

@@ -2,7 +2,9 @@
 
 Studies (rows are overrides of the demo's `post` settings; every row shares update mode, batch, lr, schedule, steps
 and data order with VA-π unless it varies them):
-  main    Table 1: base, the matched control (VA-π, policy term off), plain CE (same mode), VA-π, VA-π β = 0
+  main    Table 1: base, the matched control (VA-π, policy term off), plain CE (same mode), VA-π, VA-π β = 0, and the
+          baselines: STE, post-trained tokenizer, free-running GRPO (its reward: the perceptual net's class
+          probability, never the evaluation net; 16 images/step because each is generated G times)
   reward  Table 3: perceptual only, MSE + perceptual, CE only (= the control), MSE + perceptual + CE (= VA-π), MSE + CE
   prior   the β figure: β ∈ {0.01, 0.1, 1} with the CE prior, and with a KL-to-reference prior instead
   noise   Table 5: ξ ∈ {0, 0.25, 0.5, 0.75, 0.95}
@@ -46,6 +48,11 @@ STUDIES: dict[str, list[Row]] = {
         Row("vapi", "VA-π", {}, expect="lower", paper="LlamaGen-XXL: FID 7.65, IS 116.70"),
         Row("vapi_no_prior", "VA-π, β = 0", {"objective.prior_weight": 0.0}, expect="higher",
             paper="diverges without the prior term (reported in the text)"),
+        Row("ste", "STE (Gumbel-softmax through the decoder)", {"objective.name": "ste"}),
+        Row("tokenizer", "post-trained tokenizer (decoder)", {"objective.name": "tokenizer"}),
+        Row("grpo", "free-running GRPO (classifier reward on the perceptual net, 16 images/step)",
+            {"objective.name": "grpo", "reward.mse": 0.0, "reward.perceptual": 0.0, "reward.classifier": 1.0,
+             "reward.classifier_path": "demo", "train.per_device_batch_size": 16}),
     ],
     "reward": [
         BASE,
@@ -84,9 +91,12 @@ def select_rows(study: str, names: list[str] | None) -> list[Row]:
     return [known[n] for n in names]
 
 
-def save_model(policy, folder: Path, cfg, seed: int, overrides: dict) -> None:
-    """The run's final policy as a vapi model folder, with the settings it was evaluated with."""
+def save_model(policy, folder: Path, cfg, seed: int, overrides: dict, tokenizer=None) -> None:
+    """The run's final policy (and tokenizer, when the method trained it) as vapi model folders, with the settings
+    they were evaluated with."""
     save_pretrained(policy, folder / "model", overwrite=True)
+    if tokenizer is not None:
+        save_pretrained(tokenizer, folder / "tokenizer", overwrite=True)
     (folder / "eval_settings.json").write_text(json.dumps({
         "tokenizer": "the study's tokenizer stage (see study.json)", "eval_samples": cfg.eval_samples,
         "eval_seed": cfg.eval_seed, "cfg_scales": [1.0, cfg.cfg_scale], "class_balanced": True,
@@ -119,16 +129,17 @@ def run_study(cfg, study: str, rows: list[str] | None = None, folder_prefix: str
         for row in (r for r in selected if r.train):
             out = run_dir / f"{row.name}-seed{seed}"
             print(f"[{study}/{row.name} seed {seed}] {cfg.post.steps} steps", flush=True)
-            policy, seconds = post_train(setup, row.overrides, seed, out)
+            policy, vq, seconds = post_train(setup, row.overrides, seed, out)
+            vq = vq if row.overrides.get("objective.name") == "tokenizer" else None
             times.setdefault(row.name, []).append(seconds)
             stages.times[row.name] = stages.times.get(row.name, 0.0) + seconds
-            metrics = stages.timed("eval", lambda: ev(policy, with_alignment=True))
+            metrics = stages.timed("eval", lambda: ev(policy, with_alignment=True, vq=vq))
             results.setdefault(row.name, []).append(metrics)
             (out / "eval.json").write_text(json.dumps(metrics, indent=1))
-            save_model(policy, out, cfg, seed, row.overrides)
+            save_model(policy, out, cfg, seed, row.overrides, vq)
             curves.setdefault(row.name, []).append(out / "metrics.jsonl")
             if seed == 0:
-                grids[row.name] = ev.grid(policy)
+                grids[row.name] = ev.grid(policy, vq=vq)
             save()
     return write_study_report(run_dir, cfg, study, selected, results, grids, curves, stages, times,
                               ev.test_images[:80])

@@ -97,7 +97,7 @@ def difference_table(rows, results: dict, control: str | None) -> list[str]:
             cells.append(fmt_ci(paired_differences(runs, ctrl, metric), "{:+.3f}") if ctrl and row.name != control
                          else "")
         sign = excludes_zero(paired_differences(runs, base, "fid_nocfg"))
-        ours = {1: "higher", -1: "lower", 0: "no change (CI spans 0)"}[sign]
+        ours = {1: "higher", -1: "lower", 0: "no change (CI spans 0)"}[sign] if len(runs) > 1 else "one seed"
         agree = "" if not row.expect else ("yes" if ours == row.expect else "no")
         lines.append(f"| {row.label} | {cells[0]} | {cells[1]} | {cells[2]} | {cells[3]} | {row.paper or '—'} | "
                      f"{row.expect or '—'} | {ours} | {agree} |")

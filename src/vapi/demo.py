@@ -200,8 +200,9 @@ def run_config(cfg: "DemoConfig", overrides: dict, seed: int, out: Path, image_s
     t.save_steps, t.save_total_limit, t.image_steps, t.progress = 0, 1, p.steps, cfg.progress
     t.sample_steps, t.report_to = 0, []
     apply_overrides(rc, overrides)
-    if rc.reward.perceptual and rc.reward.perceptual_path == "demo":
-        rc.reward.perceptual_path = str(perceptual_dir)
+    for name in ("perceptual_path", "classifier_path", "features_path"):  # "demo": the demo's perceptual network
+        if getattr(rc.reward, name) == "demo":
+            setattr(rc.reward, name, str(perceptual_dir))
     if rc.objective.name == "ce":  # CE sees each image once, VA-π sees each G times
         t.micro_batch_size = min(t.micro_batch_size, t.per_device_batch_size)
     rc.train.micro_batch_size = min(rc.train.micro_batch_size, rc.sequences_per_step)
@@ -236,7 +237,14 @@ class Evaluator:
         self.ref_feats = reference_features(self.extractor, self.test_images)
         self.labels = balanced_labels(cfg.eval_samples, 10)
 
-    def __call__(self, policy, with_alignment: bool = False, seed: int | None = None) -> dict:
+    def __call__(self, policy, with_alignment: bool = False, seed: int | None = None, vq=None) -> dict:
+        """`vq`: a post-trained tokenizer to decode with (its encoder is the original's); default the demo's."""
+        if vq is not None:
+            saved, self.vq = self.vq, vq
+            try:
+                return self(policy, with_alignment, seed)
+            finally:
+                self.vq = saved
         out = {}
         for name, scale in (("nocfg", 1.0), ("cfg", self.cfg.cfg_scale)):
             images, tokens = sample_images(policy, self.vq, self.labels, SamplingConfig(cfg_scale=scale),
@@ -253,9 +261,9 @@ class Evaluator:
             out["reencode_change_real"] = reencode_change_rate(self.vq, self.vq.encode(self.test_images[:500]))
         return out
 
-    def grid(self, policy, per_class: int = 8) -> torch.Tensor:
+    def grid(self, policy, per_class: int = 8, vq=None) -> torch.Tensor:
         labels = torch.arange(10).repeat_interleave(per_class)
-        images, _ = sample_images(policy, self.vq, labels, SamplingConfig(cfg_scale=1.0), seed=self.cfg.eval_seed)
+        images, _ = sample_images(policy, vq or self.vq, labels, SamplingConfig(cfg_scale=1.0), seed=self.cfg.eval_seed)
         return images
 
 
@@ -286,18 +294,20 @@ def prepare(cfg: DemoConfig) -> Setup:
     return Setup(cfg, stages, train, dirs, vq, evaluator, load_pretrained(dirs["prior"]))
 
 
-def post_train(setup: Setup, overrides: dict, seed: int, out: Path) -> tuple[torch.nn.Module, float]:
-    """Post-train a copy of the base prior with the row's overrides; returns (policy, seconds)."""
+def post_train(setup: Setup, overrides: dict, seed: int, out: Path
+               ) -> tuple[torch.nn.Module, torch.nn.Module, float]:
+    """Post-train copies of the base prior and the tokenizer with the row's overrides (the `tokenizer` method trains
+    the tokenizer's decoder, every other method the prior); returns (policy, tokenizer, seconds)."""
     cfg = setup.cfg
     rc = run_config(cfg, overrides, seed, out, cfg.data.image_size, setup.dirs["perceptual"])
-    policy = copy.deepcopy(setup.base)
+    policy, vq = copy.deepcopy(setup.base), copy.deepcopy(setup.vq)
     ev = setup.evaluator
-    trainer = Trainer(rc, policy, setup.vq, setup.train,
+    trainer = Trainer(rc, policy, vq, setup.train,
                       eval_fn=lambda p: clean_validation(p, ev.val_tokens, ev.val_labels),
                       eval_steps=cfg.post.eval_steps)
     start = time.perf_counter()
     trainer.train()
-    return policy, time.perf_counter() - start
+    return policy, vq.eval().requires_grad_(False), time.perf_counter() - start
 
 
 def run_demo(cfg: DemoConfig) -> Path:
