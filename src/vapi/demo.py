@@ -308,10 +308,3 @@ def post_train(setup: Setup, overrides: dict, seed: int, out: Path
     start = time.perf_counter()
     trainer.train()
     return policy, vq.eval().requires_grad_(False), time.perf_counter() - start
-
-
-def run_demo(cfg: DemoConfig) -> Path:
-    """`vapi demo`: the main study's core rows (cfg.variants) with intervals; see `vapi.ablate`."""
-    from vapi.ablate import run_study
-
-    return run_study(cfg, "main", rows=cfg.variants, folder_prefix="demo")

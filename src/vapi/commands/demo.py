@@ -22,14 +22,15 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from vapi.demo import DemoConfig, run_demo
+    from vapi.ablate import run_study
+    from vapi.demo import DemoConfig
 
     cfg = load_config(DemoConfig, args.config, args.overrides)
     if args.seeds:
         cfg.seeds = args.seeds
     if args.rebuild:
         cfg.rebuild = True
-    report = run_demo(cfg)
+    report = run_study(cfg, "main", rows=cfg.variants, folder_prefix="demo")  # the main study's core rows
     print((report.parent / "table.md").read_text() if (report.parent / "table.md").exists() else "")
     print(f"report: {report}")
     return 0
