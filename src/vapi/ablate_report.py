@@ -98,7 +98,7 @@ def difference_table(rows, results: dict, control: str | None) -> list[str]:
                          else "")
         sign = excludes_zero(paired_differences(runs, base, "fid_nocfg"))
         ours = {1: "higher", -1: "lower", 0: "no change (CI spans 0)"}[sign] if len(runs) > 1 else "one seed"
-        agree = "" if not row.expect else ("yes" if ours == row.expect else "no")
+        agree = "" if not row.expect or len(runs) < 2 else ("yes" if ours == row.expect else "no")
         lines.append(f"| {row.label} | {cells[0]} | {cells[1]} | {cells[2]} | {cells[3]} | {row.paper or '—'} | "
                      f"{row.expect or '—'} | {ours} | {agree} |")
     return lines
@@ -112,7 +112,9 @@ def verdict(rows, results: dict, control: str | None) -> list[str]:
         d_ctrl = excludes_zero(paired_differences(v, results[control], "fid_nocfg"))
         words = {-1: "lower than", 1: "higher than", 0: "not distinguishable from"}
         out.append(f"- VA-π's FID without CFG is {words[d_base]} the base's and {words[d_ctrl]} the matched "
-                   f"control's (95 % bootstrap intervals over {len(v)} seeds).")
+                   f"control's (95 % bootstrap intervals over {len(v)} seed(s)"
+                   + ("; with fewer than 3 seeds the interval is only the range of the seeds" if len(v) < 3 else "")
+                   + ").")
         out.append("- The aim (VA-π lowers FID relative to both, intervals excluding zero) is "
                    + ("**reached**." if d_base == -1 and d_ctrl == -1 else "**not reached**."))
     if control in results and "base" in results:
