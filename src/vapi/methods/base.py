@@ -13,6 +13,7 @@ for every method, and never asks which method it runs.
 """
 from __future__ import annotations
 
+import abc
 import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, ContextManager, NamedTuple
@@ -58,8 +59,9 @@ class Rows:
         return type(self)(**{f.name: index_condition(getattr(self, f.name), index) for f in dataclasses.fields(self)})
 
 
-class Method:
-    """Base class: a method sets `model` (and `forward_module` if it differs) in its constructor."""
+class Method(abc.ABC):
+    """Base class: a method sets `model` (and `forward_module` if it differs) in its constructor and implements
+    `prepare` (real batch → work rows) and `loss` (work rows → loss, detached stats)."""
 
     model: nn.Module
     wrapped: nn.Module
@@ -71,11 +73,13 @@ class Method:
     def bind(self, wrapped: nn.Module) -> None:
         self.wrapped = wrapped
 
+    @abc.abstractmethod
     def prepare(self, images: torch.Tensor, cond, keep_images: int = 0) -> Prepared:
-        raise NotImplementedError
+        """Turn a batch of real images and their conditions into what this method trains on."""
 
+    @abc.abstractmethod
     def loss(self, work) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        raise NotImplementedError
+        """The loss of one micro-batch of work rows and its detached stats."""
 
 
 def freeze(module: nn.Module) -> nn.Module:
