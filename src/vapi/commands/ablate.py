@@ -6,8 +6,8 @@ from vapi.config import load_config
 
 
 def add_parser(sub) -> None:
-    from vapi.ablate import STUDIES
-    from vapi.demo import DemoConfig
+    from vapi.demo.ablate import STUDIES
+    from vapi.demo.run import DemoConfig
 
     p = add_config_parser(
         sub, "ablate", DemoConfig,
@@ -26,8 +26,8 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from vapi.ablate import rewrite_report, run_study, select_rows
-    from vapi.demo import DemoConfig
+    from vapi.demo.ablate import rewrite_report, run_study, select_rows
+    from vapi.demo.run import DemoConfig
 
     rows = [r for r in (args.rows or "").split(",") if r]
     if args.list:

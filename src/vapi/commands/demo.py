@@ -7,7 +7,7 @@ from vapi.config import load_config
 
 
 def add_parser(sub) -> None:
-    from vapi.demo import DemoConfig
+    from vapi.demo.run import DemoConfig
 
     p = add_config_parser(
         sub, "demo", DemoConfig,
@@ -22,8 +22,8 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from vapi.ablate import run_study
-    from vapi.demo import DemoConfig
+    from vapi.demo.ablate import run_study
+    from vapi.demo.run import DemoConfig
 
     cfg = load_config(DemoConfig, args.config, args.overrides)
     if args.seeds:

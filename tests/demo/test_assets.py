@@ -1,8 +1,8 @@
 """The demo's shipped pretrained stages load, match their recorded config and cache key, and hash as recorded."""
 import pytest
 
-from vapi.demo import DemoConfig, repo_assets, stage_keys
-from vapi.demo_assets import verify
+from vapi.demo.run import DemoConfig, repo_assets, stage_keys
+from vapi.demo.assets import verify
 from vapi.models.checkpoint import load_pretrained
 
 

@@ -105,8 +105,8 @@ def save_model(policy, folder: Path, cfg, seed: int, overrides: dict, tokenizer=
 
 def run_study(cfg, study: str, rows: list[str] | None = None, folder_prefix: str = "") -> Path:
     """Run every row × seed of `study` on the demo's stages (cfg: a demo.DemoConfig); returns the report path."""
-    from vapi.ablate_report import write_study_report
-    from vapi.demo import post_train, prepare
+    from vapi.demo.ablate_report import write_study_report
+    from vapi.demo.run import post_train, prepare
 
     selected = select_rows(study, rows)
     run_dir = Path(cfg.out_dir) / time.strftime(f"{folder_prefix or 'ablate-' + study}-%Y%m%d-%H%M%S")
@@ -148,9 +148,9 @@ def run_study(cfg, study: str, rows: list[str] | None = None, folder_prefix: str
 def rewrite_report(run_dir: str | Path) -> Path:
     """Write report.md again from a study folder's results.json (e.g. after an interrupted study: the rows that
     finished). Sample grids are those already written; the evaluation is not rerun."""
-    from vapi.ablate_report import write_study_report
+    from vapi.demo.ablate_report import write_study_report
     from vapi.config import load_config
-    from vapi.demo import DemoConfig, Stages
+    from vapi.demo.run import DemoConfig, Stages
 
     run_dir = Path(run_dir)
     cfg = load_config(DemoConfig, run_dir / "config.yaml")

@@ -12,7 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from vapi.demo_report import plot_curves  # noqa: E402
+from vapi.demo.report import plot_curves  # noqa: E402
 from vapi.imageio import save_grid  # noqa: E402
 
 METRICS = [("fid_nocfg", "FID", "{:.3f}"), ("fid_cfg", "FID (CFG)", "{:.3f}"), ("is_nocfg", "IS", "{:.2f}"),

@@ -5,7 +5,7 @@ import math
 
 from vapi.cli import main
 from vapi.config import load_config
-from vapi.demo import DemoConfig, stage_key
+from vapi.demo.run import DemoConfig, stage_key
 
 TINY = ["data.train_images=240", "data.test_images=100", "data.image_size=16", "eval_samples=40",
         "tokenizer.image_size=16", "tokenizer.steps=15", "tokenizer.batch_size=16", "tokenizer.val_size=40",

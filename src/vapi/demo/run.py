@@ -7,7 +7,7 @@ they depend on; `rebuild=true` trains them from their config):
   prior       a small LlamaGen GPT on its tokens, trained to its plateau (vapi pretrain prior)
   evalnet     a classifier that only MEASURES (own widths and seed)       (vapi pretrain features)
   perceptual  another classifier (other widths, seed and run): the backbone of the reward's LPIPS-style term
-Then `vapi.ablate` post-trains copies of the base prior through the same `Trainer` as `vapi train` (VA-π, its
+Then `vapi.demo.ablate` post-trains copies of the base prior through the same `Trainer` as `vapi train` (VA-π, its
 matched control = VA-π with the policy term off, β = 0, ...) over seeds, evaluates every model the same way and
 writes the report. The demo is the `main` study's core rows.
 
@@ -69,7 +69,7 @@ class PostTrain:
     eval_steps: int = helpf(25, "clean validation CE and entropy every N steps")
 
 
-VARIANTS = ("base", "control", "ce", "vapi", "vapi_no_prior")  # the rows of `vapi ablate main` (vapi.ablate.STUDIES)
+VARIANTS = ("base", "control", "ce", "vapi", "vapi_no_prior")  # the rows of `vapi ablate main` (vapi.demo.ablate.STUDIES)
 
 
 @dataclass
@@ -115,7 +115,7 @@ def stage_key(*parts) -> str:
 
 
 def repo_assets() -> Path:
-    return Path(__file__).resolve().parents[2] / "assets" / "demo"
+    return Path(__file__).resolve().parents[3] / "assets" / "demo"
 
 
 class Stages:

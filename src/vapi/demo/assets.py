@@ -1,8 +1,8 @@
 """The demo's pretrained stages shipped with vapi (assets/demo): copy built stages there with a manifest of their
 config, cache key and file hashes, and verify them. `vapi demo --rebuild` reproduces them from their config.
 
-    python -m vapi.demo_assets ship [key=value ...]   # after a --rebuild run filled the cache
-    python -m vapi.demo_assets verify
+    python -m vapi.demo.assets ship [key=value ...]   # after a --rebuild run filled the cache
+    python -m vapi.demo.assets verify
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from vapi.config import load_config, to_dict
-from vapi.demo import DemoConfig, repo_assets, stage_keys
+from vapi.demo.run import DemoConfig, repo_assets, stage_keys
 
 STAGES = ("tokenizer", "prior", "evalnet", "perceptual")
 SHIPPED_FILES = ("config.json", "metrics.json", "config.yaml")  # plus every *.safetensors

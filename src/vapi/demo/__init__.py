@@ -1,0 +1,11 @@
+"""The embedded CPU demo and `vapi ablate`: a recipe built from vapi's components, not one of them.
+
+    run           DemoConfig, the cached stages (tokenizer, prior, evaluation and perceptual nets), the Evaluator,
+                  prepare() and post_train(): what every study row shares
+    ablate        the studies (rows of overrides) and run_study(), which `vapi demo` and `vapi ablate` call
+    report        the demo's report helpers (table, verdict, training curves)
+    ablate_report a study's report: bootstrap intervals over seeds, the paper's directions, plots
+    assets        the stages shipped in assets/demo: `python -m vapi.demo.assets ship|verify`
+
+It sits beside `commands`, above `pretrain`, `training` and `eval`: nothing below imports it.
+"""
