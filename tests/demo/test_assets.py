@@ -3,7 +3,7 @@ import pytest
 
 from vapi.demo.run import DemoConfig, repo_assets, stage_keys
 from vapi.demo.assets import verify
-from vapi.models.checkpoint import load_pretrained
+from vapi.models.weights_io import load_pretrained
 
 
 def test_shipped_stages_match_config_and_hashes():

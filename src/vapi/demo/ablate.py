@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vapi.config import save_config
-from vapi.models.checkpoint import save_pretrained
+from vapi.models.weights_io import save_pretrained
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from vapi.eval.features import ClassifierExtractor, compute_features
 from vapi.eval.generation import (balanced_labels, image_metrics, reencode_change_rate, reference_features,
                                   sample_images, teacher_forced_sample_error)
 from vapi.eval.metrics import precision_recall
-from vapi.models.checkpoint import load_pretrained
+from vapi.models.weights_io import load_pretrained
 from vapi.objectives.rewards import RewardConfig
 from vapi.pretrain.features import FeaturesPretrainConfig, pretrain_features
 from vapi.pretrain.prior import PriorPretrainConfig, pretrain_prior
@@ -69,7 +69,7 @@ class PostTrain:
     eval_steps: int = helpf(25, "clean validation CE and entropy every N steps")
 
 
-VARIANTS = ("base", "control", "ce", "vapi", "vapi_no_prior")  # the rows of `vapi ablate main` (vapi.demo.ablate.STUDIES)
+VARIANTS = ("base", "control", "ce", "vapi", "vapi_no_prior")  # the rows of `vapi ablate main` (ablate.STUDIES)
 
 
 @dataclass

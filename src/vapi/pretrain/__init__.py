@@ -4,7 +4,7 @@
     from vapi.pretrain.prior import PriorPretrainConfig, pretrain_prior
     from vapi.pretrain.features import FeaturesPretrainConfig, pretrain_features
 
-Each stage writes a model folder with `vapi.models.checkpoint.save_pretrained` (`config.json` {"kind", "config"} +
+Each stage writes a model folder with `vapi.models.weights_io.save_pretrained` (`config.json` {"kind", "config"} +
 `model.safetensors`; read back with `load_pretrained`), then `metrics.json` into the same folder, and is
 deterministic given its seed (same machine, same thread count). This module holds what the three stages share: the
 held-out split, seeded infinite batches, AdamW groups, the warmup-cosine schedule and the metrics file.

@@ -7,7 +7,7 @@ weighs the same in a Fréchet distance. Reports held-out test accuracy. Train on
 `arch="resnet"` to get two independent metric views (see `vapi.models.classifier`).
 
     metrics = pretrain_features(FeaturesPretrainConfig(arch="resnet"), ProceduralShapes(30_000), "runs/feat")
-    extractor = ClassifierExtractor(load_pretrained("runs/feat"))  # vapi.models.checkpoint, vapi.eval.features
+    extractor = ClassifierExtractor(load_pretrained("runs/feat"))  # vapi.models.weights_io, vapi.eval.features
 CLI: `vapi pretrain features --out runs/feat --procedural 30000 arch=resnet`.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from vapi.config import helpf
-from vapi.models.checkpoint import save_pretrained
+from vapi.models.weights_io import save_pretrained
 from vapi.models.classifier import Classifier, ClassifierConfig
 from vapi.pretrain import (adamw, infinite_batches, load_all, seed_everything, subsets, warmup_cosine,
                            write_metrics)

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from vapi.config import helpf
-from vapi.models.checkpoint import load_vq, save_pretrained
+from vapi.models.weights_io import load_vq, save_pretrained
 from vapi.models.llamagen_gpt import GPTConfig, LlamaGenGPT
 from vapi.models.llamagen_vq import VQModel
 from vapi.pretrain import adamw, seed_everything, split_indices, warmup_cosine, write_metrics

@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from vapi.config import helpf
-from vapi.models.checkpoint import save_pretrained
+from vapi.models.weights_io import save_pretrained
 from vapi.models.llamagen_vq import VQConfig, VQModel
 from vapi.pretrain import (adamw, infinite_batches, load_all, seed_everything, subsets, warmup_cosine,
                            write_metrics)
