@@ -152,15 +152,16 @@ def generate(model, cond, cfg: SamplingConfig | None = None, *, num_tokens: int 
 @torch.no_grad()
 def sample_images(policy, tokenizer, cond, cfg: SamplingConfig | None = None, *, batch_size: int | None = None,
                   generator: torch.Generator | None = None, uniforms: torch.Tensor | None = None,
-                  autocast=nullcontext, clamp: bool = True) -> torch.Tensor:
+                  autocast=nullcontext, clamp: bool = True, return_tokens: bool = False):
     """Generate tokens for `cond` and decode them: images [B, 3, H, W] float32, clamped to [-1, 1] unless `clamp` is
-    False (resizing before quantising sees the decoder's raw output, as LlamaGen's sampler does).
+    False (resizing before quantising sees the decoder's raw output, as LlamaGen's sampler does). With
+    `return_tokens`: (images, tokens [B, T] int64), both on the policy's device.
 
     `batch_size` rows per generate() call (default: all); `uniforms` [B, T] as in `generate`. `autocast` wraps the
     generation only: the tokenizer decodes in its own dtype."""
     n = condition_size(cond)
     step = batch_size or n
-    out = []
+    out, codes = [], []
     for start in range(0, n, step):
         part = index_condition(cond, slice(start, start + step))
         noise = None if uniforms is None else uniforms[start: start + step]  # [b, T]
@@ -168,7 +169,8 @@ def sample_images(policy, tokenizer, cond, cfg: SamplingConfig | None = None, *,
             tokens = generate(policy, part, cfg, generator=generator, uniforms=noise)  # [b, T]
         images = tokenizer.decode(tokens).float()  # [b, 3, H, W]
         out.append(images.clamp(-1, 1) if clamp else images)
-    return torch.cat(out)
+        codes.append(tokens)
+    return (torch.cat(out), torch.cat(codes)) if return_tokens else torch.cat(out)
 
 
 @torch.no_grad()

@@ -29,14 +29,14 @@ from vapi.config import helpf, save_config, to_dict
 from vapi.data.procedural import ProceduralShapes
 from vapi.eval.features import ClassifierExtractor, compute_features
 from vapi.eval.generation import (balanced_labels, image_metrics, reencode_change_rate, reference_features,
-                                  sample_images, teacher_forced_sample_error)
+                                  teacher_forced_eval, teacher_forced_sample_error)
 from vapi.eval.metrics import precision_recall
 from vapi.models.weights_io import load_pretrained
 from vapi.objectives.rewards import RewardConfig
 from vapi.pretrain.features import FeaturesPretrainConfig, pretrain_features
 from vapi.pretrain.prior import PriorPretrainConfig, pretrain_prior
 from vapi.pretrain.tokenizer import TokenizerPretrainConfig, pretrain_tokenizer
-from vapi.sampling import SamplingConfig
+from vapi.sampling import SamplingConfig, sample_images
 from vapi.training.config import ObjectiveConfig, RunConfig
 from vapi.training.optim import OptimConfig
 from vapi.training.trainer import Trainer
@@ -210,19 +210,6 @@ def run_config(cfg: "DemoConfig", overrides: dict, seed: int, out: Path, image_s
     return rc
 
 
-@torch.no_grad()
-def clean_validation(policy, tokens: torch.Tensor, labels: torch.Tensor) -> dict:
-    """Clean teacher-forced CE (nats) and mean entropy of the policy on held-out tokens, in eval mode."""
-    was = policy.training
-    policy.eval()
-    logits = policy.teacher_forced_logits(labels, tokens)  # [N, T, V]
-    logp = logits.log_softmax(-1)
-    ce = torch.nn.functional.nll_loss(logp.flatten(0, 1), tokens.flatten()).item()
-    entropy = -(logp.exp() * logp).sum(-1).mean().item()
-    policy.train(was)
-    return {"val_ce": ce, "val_entropy": entropy}
-
-
 class Evaluator:
     """Evaluates any generator the same way: same labels, same sampling seed, same measuring network."""
 
@@ -247,24 +234,33 @@ class Evaluator:
                 self.vq = saved
         out = {}
         for name, scale in (("nocfg", 1.0), ("cfg", self.cfg.cfg_scale)):
-            images, tokens = sample_images(policy, self.vq, self.labels, SamplingConfig(cfg_scale=scale),
-                                           seed=self.cfg.eval_seed if seed is None else seed)
+            images, tokens = self.sample(policy, self.vq, self.labels, scale,
+                                         self.cfg.eval_seed if seed is None else seed)
             for k, v in image_metrics(self.extractor, images, self.labels, self.ref_feats).items():
                 out[f"{k}_{name}"] = v
             feats, _ = compute_features(self.extractor, images, batch_size=500, progress=False)
             out[f"precision_{name}"], out[f"recall_{name}"] = precision_recall(self.ref_feats, feats)
             if with_alignment and name == "nocfg":
                 out["reencode_change"] = reencode_change_rate(self.vq, tokens)
-        out.update(clean_validation(policy, self.val_tokens, self.val_labels))
+        out.update(self.validation(policy))
         if with_alignment:
             out.update(teacher_forced_sample_error(policy, self.vq, self.test_images[:500], self.test_labels[:500]))
             out["reencode_change_real"] = reencode_change_rate(self.vq, self.vq.encode(self.test_images[:500]))
         return out
 
+    def validation(self, policy) -> dict:
+        """Clean teacher-forced CE, token accuracy and entropy on the held-out images' tokens."""
+        return teacher_forced_eval(policy, self.val_tokens, self.val_labels)
+
+    @staticmethod
+    def sample(policy, vq, labels: torch.Tensor, cfg_scale: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One image per label, seeded: (images [N, 3, H, W] in [-1, 1], tokens [N, T])."""
+        return sample_images(policy, vq, labels, SamplingConfig(cfg_scale=cfg_scale), batch_size=500,
+                             generator=torch.Generator().manual_seed(seed), return_tokens=True)
+
     def grid(self, policy, per_class: int = 8, vq=None) -> torch.Tensor:
         labels = torch.arange(10).repeat_interleave(per_class)
-        images, _ = sample_images(policy, vq or self.vq, labels, SamplingConfig(cfg_scale=1.0), seed=self.cfg.eval_seed)
-        return images
+        return self.sample(policy, vq or self.vq, labels, 1.0, self.cfg.eval_seed)[0]
 
 
 @dataclass
@@ -301,10 +297,7 @@ def post_train(setup: Setup, overrides: dict, seed: int, out: Path
     cfg = setup.cfg
     rc = run_config(cfg, overrides, seed, out, cfg.data.image_size, setup.dirs["perceptual"])
     policy, vq = copy.deepcopy(setup.base), copy.deepcopy(setup.vq)
-    ev = setup.evaluator
-    trainer = Trainer(rc, policy, vq, setup.train,
-                      eval_fn=lambda p: clean_validation(p, ev.val_tokens, ev.val_labels),
-                      eval_steps=cfg.post.eval_steps)
+    trainer = Trainer(rc, policy, vq, setup.train, eval_fn=setup.evaluator.validation, eval_steps=cfg.post.eval_steps)
     start = time.perf_counter()
     trainer.train()
     return policy, vq.eval().requires_grad_(False), time.perf_counter() - start

@@ -1,8 +1,9 @@
-"""Evaluate a generator in memory: sample class-balanced images, measure FID / IS / accuracy with a pluggable feature
-network, and measure tokenizer–generator misalignment.
+"""Evaluate a generator in memory: FID / IS / accuracy of images sampled with `vapi.sampling.sample_images` (labels
+from `balanced_labels`) under a pluggable feature network, held-out teacher-forced quality (`teacher_forced_eval`:
+clean-context CE, token accuracy, entropy) and tokenizer–generator misalignment.
 
-Used by the demo and by anyone evaluating small models without writing files (`vapi sample` + `vapi eval` are the
-file-based path at scale). Uses models and sampling only.
+Used by the demo, the prior's pretraining and anyone evaluating small models without writing files (`vapi sample` +
+`vapi eval` are the file-based path at scale). Uses models and objectives' token entropy; never training.
 
 Misalignment diagnostics (what VA-π targets: token sequences the generator likes that decode badly):
 - `teacher_forced_sample_error`: pixel MSE of images decoded from tokens sampled position-wise from the teacher-forced
@@ -12,28 +13,15 @@ Misalignment diagnostics (what VA-π targets: token sequences the generator like
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from vapi.eval.features import compute_features
 from vapi.eval.metrics import class_accuracy, feature_statistics, frechet_distance, inception_score
-from vapi.sampling import SamplingConfig, generate
+from vapi.objectives.logprobs import token_entropy
 
 
 def balanced_labels(n: int, num_classes: int) -> torch.Tensor:
     return torch.arange(n) % num_classes  # [n]
-
-
-@torch.no_grad()
-def sample_images(gpt, vq, labels: torch.Tensor, sampling: SamplingConfig, seed: int = 0,
-                  batch_size: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
-    """Generate one image per label. Returns (images [N, 3, H, W] in [-1, 1] clamped, tokens [N, T])."""
-    device = next(gpt.parameters()).device
-    g = torch.Generator(device=device).manual_seed(seed)
-    images, tokens = [], []
-    for s in range(0, len(labels), batch_size):
-        t = generate(gpt, labels[s:s + batch_size].to(device), sampling, generator=g)  # [b, T]
-        tokens.append(t.cpu())
-        images.append(vq.decode(t).clamp(-1, 1).cpu())
-    return torch.cat(images), torch.cat(tokens)
 
 
 def reference_features(extractor, images: torch.Tensor, batch_size: int = 500):
@@ -52,6 +40,24 @@ def image_metrics(extractor, images: torch.Tensor, labels: torch.Tensor, ref_fea
         out["is"], _ = inception_score(probs, splits=1)
         out["accuracy"] = class_accuracy(torch.as_tensor(logits), labels)
     return out
+
+
+@torch.no_grad()
+def teacher_forced_eval(policy, tokens: torch.Tensor, labels: torch.Tensor, batch_size: int = 256) -> dict:
+    """Clean teacher-forced CE (nats/token), top-1 token accuracy and mean entropy (nats/token) of `policy` on
+    held-out tokens [N, T] with their conditions `labels` [N], in eval mode (the mode is restored)."""
+    was = policy.training
+    policy.eval()
+    nll, correct, entropy = 0.0, 0, 0.0
+    for i in range(0, len(tokens), batch_size):
+        x, y = tokens[i: i + batch_size], labels[i: i + batch_size]  # [b, T], [b]
+        logits = policy.teacher_forced_logits(y, x)  # [b, T, V]
+        nll += F.cross_entropy(logits.flatten(0, 1).float(), x.flatten(), reduction="sum").item()
+        correct += (logits.argmax(-1) == x).sum().item()
+        entropy += token_entropy(logits).item() * x.numel()
+    policy.train(was)
+    n = tokens.numel()
+    return {"val_ce": nll / n, "val_token_acc": correct / n, "val_entropy": entropy / n}
 
 
 @torch.no_grad()

@@ -17,19 +17,19 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from vapi.config import helpf
+from vapi.eval.generation import teacher_forced_eval
+from vapi.imageio import save_grid
 from vapi.models.weights_io import load_vq, save_pretrained
 from vapi.models.llamagen_gpt import GPTConfig, LlamaGenGPT
 from vapi.models.llamagen_vq import VQModel
 from vapi.pretrain import adamw, seed_everything, split_indices, warmup_cosine, write_metrics
-from vapi.sampling import SamplingConfig, generate
+from vapi.sampling import SamplingConfig, sample_images
 
 
 @dataclass
@@ -105,34 +105,6 @@ def cached_tokens(cfg: PriorPretrainConfig, tokenizer: VQModel, dataset: Dataset
     return tokens, labels
 
 
-@torch.no_grad()
-def teacher_forced_eval(gpt: LlamaGenGPT, tokens: torch.Tensor, labels: torch.Tensor,
-                        batch_size: int = 256) -> dict:
-    """Clean teacher-forced CE (nats/token) and top-1 accuracy, eval mode. tokens [N, T], labels [N]."""
-    was = gpt.training
-    gpt.eval()
-    nll, correct = 0.0, 0
-    for i in range(0, len(tokens), batch_size):
-        x, y = tokens[i: i + batch_size], labels[i: i + batch_size]
-        logits = gpt.teacher_forced_logits(y, x)  # [b, T, V]
-        nll += F.cross_entropy(logits.flatten(0, 1), x.flatten(), reduction="sum").item()
-        correct += (logits.argmax(-1) == x).sum().item()
-    gpt.train(was)
-    return {"val_ce_nats": nll / tokens.numel(), "val_token_acc": correct / tokens.numel()}
-
-
-def save_grid(images: torch.Tensor, nrow: int, path: str | Path) -> None:
-    """images [N, 3, H, W] in [-1, 1] → PNG with `nrow` images per row and a 1-pixel gap."""
-    x = ((images.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()  # [N, H, W, 3]
-    n, h, w, _ = x.shape
-    rows = math.ceil(n / nrow)
-    grid = np.zeros((rows * (h + 1) + 1, nrow * (w + 1) + 1, 3), np.uint8)
-    for i in range(n):
-        r, c = divmod(i, nrow)
-        grid[1 + r * (h + 1): 1 + r * (h + 1) + h, 1 + c * (w + 1): 1 + c * (w + 1) + w] = x[i]
-    Image.fromarray(grid).save(path)
-
-
 def pretrain_prior(cfg: PriorPretrainConfig, tokenizer: VQModel | str | Path, dataset: Dataset,
                    out_dir: str | Path, progress: bool = True) -> dict:
     """Train a GPT prior on `tokenizer`'s codes of `dataset`; write it, metrics.json and samples.png to `out_dir`."""
@@ -170,7 +142,8 @@ def pretrain_prior(cfg: PriorPretrainConfig, tokenizer: VQModel | str | Path, da
         if step % 20 == 0 or step == cfg.steps - 1:
             bar.set_postfix(ce=f"{loss.item():.3f}")
     train_s = time.perf_counter() - t_train
-    metrics = {"stage": "prior", **teacher_forced_eval(gpt, tokens[val_idx], labels[val_idx]),
+    val = teacher_forced_eval(gpt, tokens[val_idx], labels[val_idx])
+    metrics = {"stage": "prior", "val_ce_nats": val["val_ce"], "val_token_acc": val["val_token_acc"],
                "uniform_ce_nats": math.log(vq.config.codebook_size), "final_train_ce": loss.item(),
                "tokens_per_image": grid * grid, "vocab_size": vq.config.codebook_size, "num_classes": num_classes,
                "epochs": cfg.steps * cfg.batch_size / len(train_idx),
@@ -181,8 +154,8 @@ def pretrain_prior(cfg: PriorPretrainConfig, tokenizer: VQModel | str | Path, da
     if cfg.samples_per_class > 0:
         t_s = time.perf_counter()
         cond = torch.arange(num_classes).repeat_interleave(cfg.samples_per_class)  # [C*n]
-        codes = generate(gpt, cond, SamplingConfig(cfg_scale=cfg.sample_cfg_scale), generator=gen)  # [C*n, T]
-        save_grid(vq.decode(codes), cfg.samples_per_class, Path(out_dir) / "samples.png")
+        images = sample_images(gpt, vq, cond, SamplingConfig(cfg_scale=cfg.sample_cfg_scale), generator=gen)
+        save_grid(images, Path(out_dir) / "samples.png", nrow=cfg.samples_per_class, padding=1)  # [C*n, 3, H, W]
         metrics["sample_seconds"] = time.perf_counter() - t_s
     metrics["wall_seconds"] = time.perf_counter() - t0
     write_metrics(out_dir, metrics)
