@@ -13,7 +13,7 @@ from vapi.models.weights_io import load_pretrained
 from vapi.models.classifier import Classifier, ClassifierConfig
 from vapi.models.llamagen_gpt import LlamaGenGPT
 from vapi.models.llamagen_vq import VQModel
-from vapi.pretrain import adamw
+from vapi.pretrain import optimizer_and_schedule
 from vapi.pretrain.features import FeaturesPretrainConfig, augment, calibrate_feature_scale, pretrain_features
 from vapi.pretrain.prior import PriorPretrainConfig, pretrain_prior
 from vapi.pretrain.tokenizer import TokenizerPretrainConfig, pretrain_tokenizer, tokenizer_loss
@@ -54,7 +54,7 @@ def test_tokenizer_loss_decreases_on_a_fixed_batch(data):
     torch.manual_seed(0)
     cfg = TokenizerPretrainConfig(**TOK)
     vq = VQModel(cfg.vq_config())
-    opt = adamw(vq, 3e-3, 0.0)
+    opt, _ = optimizer_and_schedule(vq, 3e-3, 0.0, warmup_steps=0, steps=40)
     images = torch.stack([data[i][0] for i in range(8)])  # [8, 3, 8, 8]
     losses = []
     for _ in range(40):

@@ -7,13 +7,13 @@
 Each stage writes a model folder with `vapi.models.weights_io.save_pretrained` (`config.json` {"kind", "config"} +
 `model.safetensors`; read back with `load_pretrained`), then `metrics.json` into the same folder, and is
 deterministic given its seed (same machine, same thread count). This module holds what the three stages share: the
-held-out split, seeded infinite batches, AdamW groups, the warmup-cosine schedule and the metrics file.
-This is the training layer: it imports models, data and eval, and nothing there imports it.
+held-out split, seeded infinite batches, the optimizer and schedule (`training.optim`'s, with these stages' options)
+and the metrics file. This is the training layer: it imports models, data, eval and `training.optim`, and nothing
+there imports it.
 """
 from __future__ import annotations
 
 import json
-import math
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
+
+from vapi.training.optim import OptimConfig, build_optimizer, build_scheduler
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -68,26 +70,14 @@ def subsets(dataset: Dataset, val_size: int, seed: int) -> tuple[Subset, Subset]
     return Subset(dataset, train_idx), Subset(dataset, val_idx)
 
 
-def warmup_cosine(optimizer: torch.optim.Optimizer, warmup: int, total: int,
-                  final_fraction: float = 0.0) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warmup over `warmup` steps, then cosine decay to `final_fraction` of the peak at `total`."""
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return final_fraction + (1 - final_fraction) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def adamw(model: torch.nn.Module, lr: float, weight_decay: float, betas=(0.9, 0.95)) -> torch.optim.AdamW:
-    """AdamW without decay on biases, norms and embeddings (anything with < 2 dims or an embedding table)."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim < 2 or "embedding" in name else decay).append(p)
-    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=betas)
+def optimizer_and_schedule(model: torch.nn.Module, lr: float, weight_decay: float, warmup_steps: int, steps: int,
+                           betas=(0.9, 0.95), final_fraction: float = 0.0):
+    """`training.optim`'s AdamW without decay on biases, norms and embedding tables, and its schedule: linear warmup
+    over `warmup_steps`, then cosine decay to `final_fraction` of the peak at `steps`. → (optimizer, scheduler)."""
+    cfg = OptimConfig(learning_rate=lr, adam_beta1=betas[0], adam_beta2=betas[1], weight_decay=weight_decay,
+                      lr_scheduler_type="cosine", warmup_steps=warmup_steps)
+    optimizer = build_optimizer(model, cfg, no_decay="vectors_and_embeddings")
+    return optimizer, build_scheduler(optimizer, cfg, steps, final_fraction)
 
 
 def write_metrics(out_dir: str | Path, metrics: dict) -> dict:

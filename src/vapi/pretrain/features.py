@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from vapi.config import helpf
 from vapi.models.weights_io import save_pretrained
 from vapi.models.classifier import Classifier, ClassifierConfig
-from vapi.pretrain import (adamw, infinite_batches, load_all, seed_everything, subsets, warmup_cosine,
+from vapi.pretrain import (infinite_batches, load_all, optimizer_and_schedule, seed_everything, subsets,
                            write_metrics)
 
 
@@ -111,8 +111,8 @@ def pretrain_features(cfg: FeaturesPretrainConfig, dataset: Dataset, out_dir: st
     val_images, val_labels = load_all(val_set)  # [V, 3, H, W], [V]
     num_classes = cfg.num_classes or int(getattr(dataset, "num_classes", 0) or val_labels.max().item() + 1)
     model = Classifier(cfg.classifier_config(num_classes)).train()
-    optimizer = adamw(model, cfg.lr, cfg.weight_decay, betas=(0.9, 0.99))
-    scheduler = warmup_cosine(optimizer, cfg.warmup_steps, cfg.steps)
+    optimizer, scheduler = optimizer_and_schedule(model, cfg.lr, cfg.weight_decay, cfg.warmup_steps, cfg.steps,
+                                                  betas=(0.9, 0.99))
     batches = infinite_batches(train_set, cfg.batch_size, gen, cfg.num_workers)
     bar = tqdm(range(cfg.steps), desc=f"features ({cfg.arch})", disable=not progress, mininterval=2.0)
     for step in bar:

@@ -28,7 +28,7 @@ from vapi.imageio import save_grid
 from vapi.models.weights_io import load_vq, save_pretrained
 from vapi.models.llamagen_gpt import GPTConfig, LlamaGenGPT
 from vapi.models.llamagen_vq import VQModel
-from vapi.pretrain import adamw, seed_everything, split_indices, warmup_cosine, write_metrics
+from vapi.pretrain import optimizer_and_schedule, seed_everything, split_indices, write_metrics
 from vapi.sampling import SamplingConfig, sample_images
 
 
@@ -120,8 +120,7 @@ def pretrain_prior(cfg: PriorPretrainConfig, tokenizer: VQModel | str | Path, da
     train_idx, val_idx = (torch.tensor(i) for i in split_indices(len(tokens), cfg.val_size, cfg.seed))
 
     gpt = LlamaGenGPT(cfg.gpt_config(vq.config.codebook_size, grid, num_classes)).train()
-    optimizer = adamw(gpt, cfg.lr, cfg.weight_decay)
-    scheduler = warmup_cosine(optimizer, cfg.warmup_steps, cfg.steps)
+    optimizer, scheduler = optimizer_and_schedule(gpt, cfg.lr, cfg.weight_decay, cfg.warmup_steps, cfg.steps)
     perm, pos = torch.randperm(len(train_idx), generator=gen), 0
     bar = tqdm(range(cfg.steps), desc="prior", disable=not progress, mininterval=2.0)
     t_train = time.perf_counter()

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from vapi.config import helpf
 from vapi.models.weights_io import save_pretrained
 from vapi.models.llamagen_vq import VQConfig, VQModel
-from vapi.pretrain import (adamw, infinite_batches, load_all, seed_everything, subsets, warmup_cosine,
+from vapi.pretrain import (infinite_batches, load_all, optimizer_and_schedule, seed_everything, subsets,
                            write_metrics)
 
 
@@ -147,8 +147,8 @@ def pretrain_tokenizer(cfg: TokenizerPretrainConfig, dataset: Dataset, out_dir: 
     vq = VQModel(cfg.vq_config())
     vq.config.latent_grid(cfg.image_size)
     vq.train()
-    optimizer = adamw(vq, cfg.lr, cfg.weight_decay, betas=(0.9, 0.99))
-    scheduler = warmup_cosine(optimizer, cfg.warmup_steps, cfg.steps, final_fraction=0.1)
+    optimizer, scheduler = optimizer_and_schedule(vq, cfg.lr, cfg.weight_decay, cfg.warmup_steps, cfg.steps,
+                                                  betas=(0.9, 0.99), final_fraction=0.1)
     batches = infinite_batches(train_set, cfg.batch_size, gen, cfg.num_workers)
     usage = torch.zeros(cfg.codebook_size)  # code counts since the last restart check
     restarted, history = 0, []
