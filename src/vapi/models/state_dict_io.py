@@ -66,29 +66,33 @@ def _pickle_is_complete(path: Path) -> bool:
         return False
 
 
-def _torch_load(path: Path):
+RESAVE_ADVICE = ("Re-save the weights alone, e.g. torch.save({'model': model.state_dict()}, path), from a trusted "
+                 "environment")
+
+
+def load_torch_file(path: str | Path, safe_globals=tuple(SAFE_GLOBALS), advice: str = RESAVE_ADVICE):
+    """`torch.load(weights_only=True)` of a .pt/.pth/.bin file onto the CPU, allowing tensors, plain containers and the
+    `safe_globals` classes only: a file that needs any other global (code) is refused before anything in it runs.
+    vapi's one loader of torch files (training state goes through it too, with no extra class allowed). Errors are
+    one-line CheckpointErrors naming the file (refused code ends with `advice`); FileNotFoundError passes through."""
+    path = Path(path)
     try:
-        with torch.serialization.safe_globals(SAFE_GLOBALS):
+        with torch.serialization.safe_globals(list(safe_globals)):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         name = _blocked_global(e)
         if name and _pickle_is_complete(path):
+            kinds = ["tensors", "plain containers", *(f"{g.__module__}.{g.__qualname__}" for g in safe_globals)]
             raise CheckpointError(
-                f"{path} holds code objects ({name}) that vapi refuses to execute: only tensors, plain "
-                f"containers and argparse.Namespace are loaded. Re-save the weights alone, e.g. "
-                f"torch.save({{'model': model.state_dict()}}, path), from a trusted environment") from None
+                f"{path} holds code objects ({name}) that vapi refuses to execute: only {', '.join(kinds[:-1])} and "
+                f"{kinds[-1]} are loaded" + (f". {advice}" if advice else "")) from None
         detail = str(e).splitlines()[0][:120]
         raise CheckpointError(f"{path} is truncated or corrupt, or not a PyTorch checkpoint ({detail})") from None
-    except (RuntimeError, EOFError, KeyError, ValueError, OSError, zipfile.BadZipFile) as e:
+    except (RuntimeError, EOFError, KeyError, ValueError, OSError, AttributeError, zipfile.BadZipFile) as e:
         if isinstance(e, FileNotFoundError):
             raise
         detail = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
         raise CheckpointError(f"{path} is truncated or corrupt, or not a PyTorch checkpoint ({detail})") from None
-
-
-def load_torch_file(path: str | Path):
-    """`torch.load(weights_only=True)` of any .pt/.pth file, with a one-line CheckpointError naming it."""
-    return _torch_load(Path(path))
 
 
 def _is_state_dict(obj) -> bool:
@@ -209,6 +213,6 @@ def load_state_dict_file(path: str | Path, prefer_ema: bool = False) -> dict[str
         return read_folder_weights(path)
     if path.suffix == ".safetensors":
         return _strip_prefixes(load_safetensors(path))
-    return _unwrap(_torch_load(path), path, prefer_ema)
+    return _unwrap(load_torch_file(path), path, prefer_ema)
 
 

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from vapi.config import helpf
 from vapi.eval.generation import teacher_forced_eval
 from vapi.imageio import save_grid
+from vapi.models.state_dict_io import load_torch_file
 from vapi.models.weights_io import load_vq, save_pretrained
 from vapi.models.llamagen_gpt import GPTConfig, LlamaGenGPT
 from vapi.models.llamagen_vq import VQModel
@@ -95,7 +96,7 @@ def cached_tokens(cfg: PriorPretrainConfig, tokenizer: VQModel, dataset: Dataset
     key = f"{_weights_key(tokenizer)}-{len(dataset)}-{cfg.image_size}"
     path = Path(cfg.token_cache) if cfg.token_cache else None
     if path is not None and path.is_file():
-        saved = torch.load(path, weights_only=True)
+        saved = load_torch_file(path, safe_globals=())
         if saved.get("key") == key:
             return saved["tokens"].long(), saved["labels"].long()
     tokens, labels = encode_dataset(tokenizer, dataset, cfg.encode_batch_size, cfg.num_workers, progress)

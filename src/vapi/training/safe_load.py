@@ -2,8 +2,9 @@
 
 PyTorch's DCP reads `dcp/.metadata` with plain `pickle.load`: a crafted file would run code on resume.
 `SafeMetadataReader` (a `FileSystemReader`) reads it through `_MetadataUnpickler`, which resolves only the globals
-DCP's metadata is made of (its dataclasses, `torch.Size`, dtypes/layouts, paths). `.pt` files go through
-`torch.load(weights_only=True)`. Whatever is refused raises `UnsafeCheckpointError` with one line naming the file.
+DCP's metadata is made of (its dataclasses, `torch.Size`, dtypes/layouts, paths). `.pt` files go through vapi's one
+torch-file loader (`models.state_dict_io.load_torch_file`, tensors and plain containers only). Whatever is refused
+raises `UnsafeCheckpointError` with one line naming the file.
 """
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ import torch
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint._traverse import set_element  # the setter DCP's own planner uses
 from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
+
+from vapi.models.infer_config import CheckpointError
+from vapi.models.state_dict_io import load_torch_file
 
 
 class UnsafeCheckpointError(ValueError):
@@ -88,10 +92,10 @@ class SafeLoadPlanner(DefaultLoadPlanner):
 
 
 def safe_torch_load(path: Path):
-    """`torch.load(weights_only=True)` with a one-line error naming the file."""
+    """`models.state_dict_io.load_torch_file` with nothing allowed beyond tensors and plain containers; whatever it
+    refuses raises UnsafeCheckpointError, one line naming the file."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, AttributeError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UnsafeCheckpointError(f"{path}: refused, not plain tensors/containers ({first[:160]}); the checkpoint is "
-                                    "corrupt or crafted: resume from another one or delete it") from None
+        return load_torch_file(path, safe_globals=(), advice="")
+    except CheckpointError as e:
+        raise UnsafeCheckpointError(f"refused: {e}; the checkpoint is corrupt or crafted: resume from another one or "
+                                    "delete it") from None
