@@ -117,12 +117,16 @@ class PixelDistance(nn.Module):
         return -(diff.pow(2) if self.power == 2 else diff.abs()).flatten(1).mean(1)
 
 
-class Lpips(nn.Module):
-    name, needs_target = "lpips", True
+class NetTerm(nn.Module):
+    """A reward term around a frozen network `net`, weighted by `weight`."""
 
     def __init__(self, weight: float, net: nn.Module):
         super().__init__()
         self.weight, self.net = weight, net
+
+
+class Lpips(NetTerm):
+    name, needs_target = "lpips", True
 
     def forward(self, images, targets, condition=None):
         return -self.net(images, targets).flatten(1).mean(1)
@@ -174,12 +178,8 @@ class CodebookCosine(nn.Module):
         return F.cosine_similarity(pred.flatten(1), real.flatten(1), dim=1)
 
 
-class FeatureDistance(nn.Module):
+class FeatureDistance(NetTerm):
     name, needs_target = "features", True
-
-    def __init__(self, weight: float, net: nn.Module):
-        super().__init__()
-        self.weight, self.net = weight, net
 
     def forward(self, images, targets, condition=None):
         with torch.no_grad():
@@ -187,12 +187,8 @@ class FeatureDistance(nn.Module):
         return -(self.net.features(images) - real).pow(2).flatten(1).sum(1)
 
 
-class ClassifierProbability(nn.Module):
+class ClassifierProbability(NetTerm):
     name, needs_target = "classifier", False
-
-    def __init__(self, weight: float, net: nn.Module):
-        super().__init__()
-        self.weight, self.net = weight, net
 
     def forward(self, images, targets, condition):
         if isinstance(condition, PromptCondition):
