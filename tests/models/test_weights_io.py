@@ -135,6 +135,15 @@ GPT_CASES = ["GPT-B_c2i_256", "GPT-L_c2i_256", "GPT-XL_c2i_256", "GPT-XXL_c2i_25
              "GPT-XL_t2i_256"]
 
 
+def assert_matches_reference(model_cls, cfg, entry: dict) -> None:
+    """A meta-device model built from `cfg` has the reference's parameter names, shapes and count."""
+    with torch.device("meta"):
+        model = model_cls(cfg)
+    assert {k: list(v.shape) for k, v in model.state_dict().items()} == \
+        {k: v["shape"] for k, v in entry["state_dict"].items()}
+    assert sum(p.numel() for p in model.parameters()) == entry["num_parameters"]
+
+
 @pytest.mark.skipif(not SHAPES.is_file(), reason=f"no {SHAPES}")
 @pytest.mark.parametrize("name", GPT_CASES)
 def test_gpt_presets_inferred_from_reference_shapes(name):
@@ -143,11 +152,7 @@ def test_gpt_presets_inferred_from_reference_shapes(name):
     cfg, preset = infer_gpt_config(sd, image_size=int(name.rsplit("_", 1)[1]))
     assert preset == name.split("_")[0]
     assert cfg.to_dict() == entry["model_args"]  # every field, dropouts included, equals the reference's
-    with torch.device("meta"):
-        model = LlamaGenGPT(cfg)
-    assert {k: list(v.shape) for k, v in model.state_dict().items()} == \
-        {k: v["shape"] for k, v in entry["state_dict"].items()}
-    assert sum(p.numel() for p in model.parameters()) == entry["num_parameters"]
+    assert_matches_reference(LlamaGenGPT, cfg, entry)
 
 
 @pytest.mark.skipif(not SHAPES.is_file(), reason=f"no {SHAPES}")
@@ -157,11 +162,7 @@ def test_vq_presets_inferred_from_reference_shapes(name):
     cfg, preset = infer_vq_config(_meta_state_dict(entry))
     assert preset == name and cfg.downsample == {"VQ-16": 16, "VQ-8": 8}[name]
     assert {k: getattr(cfg, k) for k in entry["model_args"]} == entry["model_args"]
-    with torch.device("meta"):
-        model = VQModel(cfg)
-    assert {k: list(v.shape) for k, v in model.state_dict().items()} == \
-        {k: v["shape"] for k, v in entry["state_dict"].items()}
-    assert sum(p.numel() for p in model.parameters()) == entry["num_parameters"]
+    assert_matches_reference(VQModel, cfg, entry)
 
 
 @pytest.mark.skipif(not SHAPES.is_file(), reason=f"no {SHAPES}")
