@@ -58,3 +58,12 @@ def test_sample_images_batches_alike_and_clamps():
     assert torch.allclose(whole, parts, atol=1e-5) and whole.abs().max() <= 1
     raw = sample_images(policy, tokenizer, labels, cfg, uniforms=uniforms, clamp=False)
     assert torch.equal(raw.clamp(-1, 1), whole)
+
+
+def test_sample_images_returns_the_tokens_it_decoded():
+    policy, tokenizer = tiny_policy(), tiny_tokenizer()
+    labels = torch.tensor([0, 1, 2])
+    images, tokens = sample_images(policy, tokenizer, labels, SamplingConfig(), batch_size=2, return_tokens=True,
+                                   generator=torch.Generator().manual_seed(0))
+    assert tokens.shape == (3, policy.num_image_tokens) and tokens.dtype == torch.int64
+    assert torch.allclose(images, tokenizer.decode(tokens).clamp(-1, 1), atol=1e-5)
