@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from vapi.data import ProceduralShapes
+from vapi.eval.generation import reencode_change_rate
 from vapi.models.weights_io import load_pretrained
 from vapi.objectives.rollout import sample_from_logits
 from vapi.sampling import SamplingConfig, generate
@@ -39,19 +40,6 @@ from vapi.sampling import SamplingConfig, generate
 def _batched(fn, *tensors, batch_size: int):
     outs = [fn(*(t[i: i + batch_size] for t in tensors)) for i in range(0, len(tensors[0]), batch_size)]
     return torch.cat(outs)
-
-
-def reencode(tokenizer, tokens: torch.Tensor, batch_size: int = 256) -> tuple[float, float]:
-    """For tokens [N, T]: (fraction changed by decode → encode, pixel MSE between decode(tokens) and the decode of
-    the re-encoded tokens). The second ignores swaps between near-synonym codes that decode alike."""
-    def one(c):
-        x = tokenizer.decode(c)  # [b, 3, H, W]
-        again = tokenizer.encode(x)  # [b, T]
-        err = F.mse_loss(tokenizer.decode(again), x, reduction="none").mean((1, 2, 3))  # [b]
-        return torch.cat([(again != c).float().mean(1, keepdim=True), err[:, None]], dim=1)  # [b, 2]
-
-    rate, err = _batched(one, tokens, batch_size=batch_size).mean(0).tolist()
-    return rate, err
 
 
 @torch.no_grad()
@@ -80,16 +68,17 @@ def probe_misalignment(tokenizer, prior, images: torch.Tensor, labels: torch.Ten
     out["random_sub_mse"] = mse(torch.where(pick, noise, codes))
     out["probe_tf_seconds"] = time.perf_counter() - t0
 
-    out["reencode_change_real"], out["reencode_mse_real"] = reencode(tokenizer, codes, batch_size)
-    out["reencode_change_tf_sample"], out["reencode_mse_tf_sample"] = reencode(tokenizer, sampled, batch_size)
+    for name, tokens in (("real", codes), ("tf_sample", sampled)):
+        out[f"reencode_change_{name}"], out[f"reencode_mse_{name}"] = reencode_change_rate(
+            tokenizer, tokens, batch_size, pixel_error=True)
     free_labels = labels[: num_free or len(labels)]
     for scale in cfg_scales:
         t = time.perf_counter()
         free = _batched(lambda y: generate(prior, y, SamplingConfig(cfg_scale=scale), generator=gen), free_labels,
                         batch_size=batch_size)  # [M, T]
         out[f"free_sample_seconds_cfg{scale:g}"] = time.perf_counter() - t
-        out[f"reencode_change_free_cfg{scale:g}"], out[f"reencode_mse_free_cfg{scale:g}"] = reencode(
-            tokenizer, free, batch_size)
+        out[f"reencode_change_free_cfg{scale:g}"], out[f"reencode_mse_free_cfg{scale:g}"] = reencode_change_rate(
+            tokenizer, free, batch_size, pixel_error=True)
     out["probe_seconds"] = time.perf_counter() - t0
     return out
 

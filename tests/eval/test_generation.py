@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from tiny import tiny_policy
-from vapi.eval.generation import teacher_forced_eval
+from vapi.eval.generation import reencode_change_rate, teacher_forced_eval
 
 
 def test_teacher_forced_eval_matches_the_whole_batch_and_restores_the_mode():
@@ -17,3 +17,22 @@ def test_teacher_forced_eval_matches_the_whole_batch_and_restores_the_mode():
     assert abs(out["val_ce"] - F.nll_loss(logp.flatten(0, 1), tokens.flatten()).item()) < 1e-5
     assert abs(out["val_entropy"] - (-(logp.exp() * logp).sum(-1).mean().item())) < 1e-5
     assert out["val_token_acc"] == (logp.argmax(-1) == tokens).sum().item() / tokens.numel()
+
+
+class _CappingVQ:
+    """decode: token t → a 1×1×T 'image' of value t / 10; encode: rounds back and caps every code at 5, so tokens
+    above 5 change on re-encoding, and their pixels move by (t − 5) / 10."""
+
+    def decode(self, t):
+        return (t.float() / 10).view(len(t), 1, 1, -1)
+
+    def encode(self, x):
+        return (x.view(len(x), -1) * 10).round().long().clamp(max=5)
+
+
+def test_reencode_change_rate_counts_changed_codes_and_their_pixel_error():
+    tokens = torch.tensor([[1, 2, 7, 9], [5, 6, 0, 3]])  # 3 of 8 codes exceed 5: 7, 9, 6
+    assert reencode_change_rate(_CappingVQ(), tokens, batch_size=1) == 3 / 8
+    rate, mse = reencode_change_rate(_CappingVQ(), tokens, batch_size=1, pixel_error=True)
+    # per image: ((0.2)² + (0.4)²) / 4 = 0.05 and (0.1)² / 4 = 0.0025 → mean 0.02625
+    assert rate == 3 / 8 and abs(mse - 0.02625) < 1e-7

@@ -81,10 +81,17 @@ def teacher_forced_sample_error(gpt, vq, images: torch.Tensor, labels: torch.Ten
 
 
 @torch.no_grad()
-def reencode_change_rate(vq, tokens: torch.Tensor, batch_size: int = 500) -> float:
-    """Fraction of tokens that change when their decoded image is encoded again."""
-    changed = 0
+def reencode_change_rate(vq, tokens: torch.Tensor, batch_size: int = 500, pixel_error: bool = False):
+    """Fraction of tokens [N, T] that change when their decoded image (clamped to [-1, 1]) is encoded again; with
+    `pixel_error`, (fraction, pixel MSE between decode(tokens) and the decode of the re-encoded tokens): the second
+    ignores swaps between near-synonym codes that decode alike."""
+    changed, err = 0, 0.0
     for s in range(0, len(tokens), batch_size):
         t = tokens[s:s + batch_size]
-        changed += (vq.encode(vq.decode(t).clamp(-1, 1)) != t).sum().item()
-    return changed / tokens.numel()
+        x = vq.decode(t).clamp(-1, 1)  # [b, 3, H, W]
+        again = vq.encode(x)  # [b, T]
+        changed += (again != t).sum().item()
+        if pixel_error:
+            err += (vq.decode(again).clamp(-1, 1) - x).pow(2).mean((1, 2, 3)).sum().item()
+    rate = changed / tokens.numel()
+    return (rate, err / len(tokens)) if pixel_error else rate
