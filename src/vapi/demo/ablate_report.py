@@ -178,8 +178,9 @@ def write_study_report(run_dir: Path, cfg, study: str, rows, results: dict, grid
         "## Rows (mean ± sd over seeds)", "", *table, "",
         "## Differences (mean over seeds [95 % bootstrap interval over seeds]; vs control: paired by seed)", "",
         *diffs, "",
-        "The paper's numbers are LlamaGen-XXL on ImageNet (not comparable in scale); only directions are compared. "
-        "'—': the paper states no number or direction for that row here (not transcribed).", "",
+        "The paper's numbers (docs/paper_numbers.md) are LlamaGen on ImageNet (not comparable in scale); only "
+        "directions are compared. '≈': read off the paper's figure; '—': the paper states no number or direction "
+        "for that row.", "",
         "## Verdict (computed from the intervals)", "", *verdict(rows, results, control), "",
         "![rows](rows.png)", "",
         "## Tokenizer–generator misalignment of the base prior", "",
