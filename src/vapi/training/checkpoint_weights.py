@@ -75,6 +75,8 @@ def check_lora_base(policy: torch.nn.Module, merged: dict[str, torch.Tensor], fo
     """Every rank, once the adapters are loaded: base + α/r · B A gives `folder`'s merged weights again, i.e. the
     base this run loaded from `model.gpt` is the one the checkpoint was trained on. The tolerance allows for the
     merge being recomputed on another device or dtype (a few ulps); another base differs by the weights' scale."""
+    if not merged:
+        return
     state = get_model_state_dict(policy)
     for key in sorted(merged):  # the same order on every rank: full_value gathers FSDP2 shards
         module = key.split(".base_layer.")[0]
