@@ -213,3 +213,48 @@ def test_build_dataset_auto_detects_and_checks_num_classes(tmp_path, messy_folde
         build_dataset(DataConfig())
     with pytest.raises(ValueError, match="data.kind"):
         DataConfig(kind="tar")
+
+
+# ---- the built-in ImageNet class map ----
+
+def test_builtin_imagenet_table_is_the_1000_sorted_synsets():
+    from vapi.data.images import imagenet_class_map
+
+    table = imagenet_class_map()
+    names = sorted(table, key=table.get)
+    assert len(table) == 1000 and names == sorted(names) and list(table.values()) == list(range(1000))
+    assert all(len(n) == 9 and n[0] == "n" and n[1:].isdigit() for n in names)
+    # well-known LlamaGen / ImageNet class ids: tench, goldfish, golden retriever, otter, toilet tissue
+    known = ("n01440764", "n01443537", "n02099601", "n02444819", "n15075141")
+    assert [table[n] for n in known] == [0, 1, 207, 360, 999]
+
+
+def test_imagenet_class_map_gives_llamagen_ids_to_a_subset_of_synset_folders(tmp_path):
+    for name in ("n15075141", "n01443537"):
+        _save(str(tmp_path / "in" / name / "a.png"), _stripes(12, 12))
+    ds = build_dataset(DataConfig(path=str(tmp_path / "in"), image_size=8, class_map="imagenet"))
+    assert ds.num_classes == 1000
+    assert sorted(ds[i][1] for i in range(len(ds))) == [1, 999]
+
+
+def test_imagenet_class_map_refuses_a_folder_that_is_not_a_synset(tmp_path):
+    for name in ("n01443537", "goldfish"):
+        _save(str(tmp_path / "in" / name / "a.png"), _stripes(12, 12))
+    with pytest.raises(ValueError) as e:
+        build_dataset(DataConfig(path=str(tmp_path / "in"), image_size=8, class_map="imagenet"))
+    message = str(e.value)
+    assert "\n" not in message and "goldfish" in message and "n01443537" not in message.split("such as")[0]
+
+
+def test_imagenet_table_ships_with_the_package():
+    import fnmatch
+    import tomllib
+    from pathlib import Path
+
+    import vapi.data
+
+    root = Path(__file__).resolve().parents[2]
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["vapi"]
+    table = Path(vapi.data.__file__).parent / "imagenet_synsets.txt"
+    assert table.is_file()
+    assert any(fnmatch.fnmatch(str(table.relative_to(table.parents[1])), p) for p in patterns)

@@ -97,15 +97,19 @@ def test_vq_tokenizer_roundtrip(janus):
     assert torch.equal(JanusImageTokenizer(model).encode(images), hf_codes)
 
 
-def test_one_vapi_update_changes_exactly_the_trainable_parameters(tmp_path):
-    model, processor = tiny_janus_model()
-    enc = JanusPromptEncoder(processor)
+def janus_run(tmp_path, seed=0):
+    """A tiny Janus policy, its VQ tokenizer and 4 captioned images."""
+    model, processor = tiny_janus_model(seed)
     tok = processor.tokenizer
     policy = JanusPolicy(model, bos_id=tok.bos_token_id, boi_id=tok.convert_tokens_to_ids(BOI),
                          pad_id=tok.pad_token_id)
-    tokenizer = JanusImageTokenizer(model)
-    data = ConditionedDataset(CaptionTarDataset(write_tar_shards(tmp_path / "shards", n=4, corrupt_shard=False), 32),
-                              enc)
+    shards = write_tar_shards(tmp_path / f"shards{seed}", n=4, corrupt_shard=False)
+    return policy, JanusImageTokenizer(model), ConditionedDataset(CaptionTarDataset(shards, 32),
+                                                                  JanusPromptEncoder(processor))
+
+
+def test_one_vapi_update_changes_exactly_the_trainable_parameters(tmp_path):
+    policy, tokenizer, data = janus_run(tmp_path)
     before = {k: v.clone() for k, v in policy.state_dict().items()}
     trainable = {k for k, p in policy.named_parameters() if p.requires_grad}
     frozen_prefixes = ("model.model.vqmodel.", "model.model.vision_model.", "model.model.aligner.")
@@ -117,3 +121,21 @@ def test_one_vapi_update_changes_exactly_the_trainable_parameters(tmp_path):
     changed = {k for k, v in policy.state_dict().items() if not torch.equal(v, before[k])}
     assert changed == trainable | {"model.lm_head.weight"}  # lm_head is tied to the (trained) text embeddings
     assert policy.model.lm_head.weight is policy.model.model.language_model.embed_tokens.weight
+
+
+def test_resume_reads_the_hf_folder_bit_exactly(tmp_path):
+    """The checkpoint's weights are its HF model folder only (lm_head is left out there, tied to the embeddings):
+    a resume from it, on a policy of other weights, ends where the uninterrupted run does."""
+    def config(run, steps):
+        cfg = tiny_config(tmp_path / run, max_steps=steps, save_steps=1)
+        cfg.objective.policy_mode = "eval"
+        return cfg
+
+    full, tokenizer, data = janus_run(tmp_path)
+    Trainer(config("a", 2), full, tokenizer, data).train()
+    Trainer(config("b", 1), *janus_run(tmp_path)).train()
+    resumed, tokenizer, data = janus_run(tmp_path, seed=1)
+    Trainer(config("b", 2), resumed, tokenizer, data, resume=True).train()
+    assert resumed.model.lm_head.weight is resumed.model.model.language_model.embed_tokens.weight
+    for name, value in full.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[name]), name

@@ -3,8 +3,9 @@
     python -m torch.distributed.run --standalone --nproc_per_node 2 tests/training/dist_worker.py OUT
 
 For each of ddp and fsdp it trains the tiny policy 2 steps with 2 images per rank, checkpointing after each step
-(OUT/<parallel>/run/checkpoints/step-00000{1,2}); then `vapi sample` draws OUT/gpt's samples into OUT/samples2
-with the ranks sharing the shards. The single-rank halves run in the test process and compare.
+(OUT/<parallel>/run/checkpoints/step-00000{1,2}), then resumes step 1 on the 2 ranks into OUT/<parallel>_resumed
+(every rank reads the weights from model/ and keeps its shard); then `vapi sample` draws OUT/gpt's samples into
+OUT/samples2 with the ranks sharing the shards. The single-rank halves run in the test process and compare.
 
 Comparable math on 1 and 2 ranks: dropout off (policy_mode=eval), and `per_image_rollout` replaces the rollout of
 `vapi.methods.vapi` so that each image's context noise and G samples come from a generator seeded by the image
@@ -70,6 +71,10 @@ def main(out: Path) -> None:
     for parallel in ("ddp", "fsdp"):
         cfg = equivalence_config(out / parallel, parallel, per_device_batch_size=2)
         trainer_module.Trainer(cfg, tiny_policy(), tiny_tokenizer(), dataset(), dist=info).train()
+        step1 = out / parallel / "run" / "checkpoints" / "step-000001"
+        cfg = equivalence_config(out / f"{parallel}_resumed", parallel, per_device_batch_size=2)
+        trainer_module.Trainer(cfg, tiny_policy(seed=123), tiny_tokenizer(), dataset(), dist=info,
+                               resume=str(step1)).train()
     code = cli_main(sample_args(out, out / "samples2"))
     exit_process(code)
 

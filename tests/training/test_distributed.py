@@ -97,6 +97,17 @@ def test_save_on_two_ranks_resume_on_one(two_ranks, parallel, tmp_path, monkeypa
 
 
 @pytest.mark.distributed
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_save_and_resume_on_two_ranks_is_bit_exact(two_ranks, parallel):
+    """The 2-rank step-1 checkpoint resumed on 2 ranks (weights from model/, read and sharded by every rank; Adam
+    state from dcp/) ends step 2 with exactly the weights of the uninterrupted 2-rank run."""
+    root, _ = two_ranks
+    want = read_folder_weights(checkpoint(root, parallel, 2) / "model")
+    got = read_folder_weights(root / f"{parallel}_resumed" / "run" / "checkpoints" / "step-000002" / "model")
+    assert max_abs_diff(want, got) == 0.0
+
+
+@pytest.mark.distributed
 def test_sampling_on_two_ranks_gives_the_same_images(two_ranks, tmp_path, capsys):
     root, stdout = two_ranks
     assert "rank 0/2: generated 2 shards" in stdout and "rank 1/2: generated 1 shards" in stdout

@@ -55,8 +55,9 @@ class DataConfig:
     caption_column: str = helpf("", "captions: caption column (default: caption | text | prompt)")
     image_size: int = helpf(256, "output side after the ADM center crop (procedural: render size)")
     num_classes: int | None = helpf(None, "None: discovered from the data; set: checked against it")
-    class_map: str = helpf("", "imagefolder: class folder name → generator class id, a .json/.yaml mapping or a .txt "
-                               "with one name per line (line i = id i, e.g. ImageNet's LOC_synset_mapping.txt); "
+    class_map: str = helpf("", "imagefolder: class folder name → generator class id: 'imagenet' (built in: "
+                               "ImageNet-1k WordNet-id folders such as n01440764 → LlamaGen's class ids, any subset "
+                               "of the 1000), a .json/.yaml mapping or a .txt with one name per line (line i = id i); "
                                "empty = sorted folder rank")
     validate: bool = helpf(True, "imagefolder: header-check every file at construction")
     image_column: str = helpf("image", "hf: image column")

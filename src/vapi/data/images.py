@@ -5,7 +5,9 @@ Preprocessing is `vapi.data.transforms` (the reference transform: RGB, ADM's cen
 Sources (chosen by `vapi.data.build.build_dataset`):
 - `ImageFolderDataset`: `root/<class_name>/**/<image>.<jpg|jpeg|png|webp|bmp>`, label = rank of the sorted class
   folder name (torchvision's rule, so a *complete* ImageNet folder gives the standard ids), or the id a class map
-  gives each folder name (`data.class_map`: needed for a subset of a generator's classes, e.g. 10 ImageNet synsets).
+  gives each folder name (`data.class_map`: needed for a subset of a generator's classes, e.g. 10 ImageNet synsets;
+  `data.class_map=imagenet` is the built-in ImageNet-1k table, `imagenet_synsets.txt`: the 1000 WordNet ids sorted,
+  line i = class i, which is LlamaGen's order and torchvision's ImageFolder order on the ILSVRC-2012 train folder).
   Hidden files/folders are ignored.
 - `HFDiskDataset`: a `datasets.save_to_disk` folder (a Dataset or a DatasetDict split), image + label columns.
 
@@ -22,6 +24,7 @@ import io
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from importlib import resources
 
 import numpy as np
 from PIL import Image
@@ -29,6 +32,8 @@ from PIL import Image
 from vapi.data.transforms import DECODE_ERRORS, IMG_EXTENSIONS, RobustImageDataset, open_rgb, summarise_skips, to_rgb
 
 LAYOUT = "root/<class_name>/<image>.png"
+IMAGENET = "imagenet"  # data.class_map=imagenet: the built-in table
+IMAGENET_SYNSETS = "imagenet_synsets.txt"  # package data next to this file: 1000 WordNet ids, sorted, line i = id i
 
 
 def _probe(path: str) -> tuple[str | None, tuple[int, int]]:
@@ -70,7 +75,9 @@ class ImageFolderDataset(RobustImageDataset):
             unmapped = [n for n in self.class_names if n not in class_map]
             if unmapped:
                 raise ValueError(f"data.class_map has no id for the class folder(s) {', '.join(unmapped[:5])}"
-                                 f"{' ...' if len(unmapped) > 5 else ''} of {self.root!r}")
+                                 f"{' ...' if len(unmapped) > 5 else ''} of {self.root!r}: name the folders as the map "
+                                 f"does (data.class_map={IMAGENET}: ImageNet-1k WordNet ids such as n01440764) or "
+                                 "give a map that lists them")
             ids = [class_map[n] for n in self.class_names]
             # labels are generator class ids: the label space is the map's, of which the folders hold a subset
             self.num_classes = max(class_map.values()) + 1
@@ -190,19 +197,34 @@ class HFDiskDataset(RobustImageDataset):
         return open_rgb(value), label
 
 
+def imagenet_class_map() -> dict[str, int]:
+    """ImageNet-1k WordNet id → LlamaGen class id (the built-in table: the 1000 ids sorted, n01440764 → 0)."""
+    text = resources.files("vapi.data").joinpath(IMAGENET_SYNSETS).read_text(encoding="ascii")
+    return _line_map(text, IMAGENET_SYNSETS)
+
+
+def _line_map(text: str, source: str) -> dict[str, int]:
+    """Line i's first word → i."""
+    names = [line.split()[0] for line in text.splitlines() if line.strip()]
+    mapping = {name: i for i, name in enumerate(names)}
+    if len(mapping) != len(names):
+        raise ValueError(f"data.class_map {source!r}: a class name appears on two lines")
+    return mapping
+
+
 def load_class_map(path: str | os.PathLike) -> dict[str, int]:
-    """Folder name → class id from a .json / .yaml mapping, or a .txt list whose line i (first word) is class i."""
+    """Folder name → class id: `imagenet` (the built-in ImageNet-1k table), a .json / .yaml mapping, or a .txt list
+    whose line i (first word) is class i."""
+    if os.fspath(path) == IMAGENET:
+        return imagenet_class_map()
     path = os.path.expanduser(os.fspath(path))
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"data.class_map file {path!r} does not exist")
+        raise FileNotFoundError(f"data.class_map file {path!r} does not exist (or use data.class_map={IMAGENET}, the "
+                                "built-in ImageNet-1k synset table)")
     with open(path, encoding="utf-8") as f:
         text = f.read()
     if path.endswith(".txt"):
-        names = [line.split()[0] for line in text.splitlines() if line.strip()]
-        mapping = {name: i for i, name in enumerate(names)}
-        if len(mapping) != len(names):
-            raise ValueError(f"data.class_map {path!r}: a class name appears on two lines")
-        return mapping
+        return _line_map(text, path)
     import yaml  # also reads JSON
 
     mapping = yaml.safe_load(text)

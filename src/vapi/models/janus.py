@@ -50,6 +50,8 @@ def _transformers():
 class JanusPolicy(nn.Module):
     """The trainable Janus policy. State dict = the wrapped model's under `model.`; checkpoints are HF folders."""
 
+    folder_key_prefix = "model."  # state-dict key = this + the key in the HF folder (`weights_io.read_saved_weights`)
+
     def __init__(self, model, *, bos_id: int, boi_id: int, pad_id: int, processor=None):
         super().__init__()
         self.model = model  # JanusForConditionalGeneration
@@ -121,7 +123,7 @@ class JanusPolicy(nn.Module):
         """An HF folder (`JanusForConditionalGeneration.from_pretrained` and `load_janus` read it). `state_dict`:
         this policy's full weights (keys `model.*`), e.g. gathered from a sharded model."""
         if state_dict is not None:
-            state_dict = {k.removeprefix("model."): v for k, v in state_dict.items()}
+            state_dict = {k.removeprefix(self.folder_key_prefix): v for k, v in state_dict.items()}
         self.model.save_pretrained(directory, state_dict=state_dict)
         if self.processor is not None:
             self.processor.save_pretrained(directory)

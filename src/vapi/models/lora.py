@@ -5,6 +5,9 @@ parameter, so the optimizer, DDP/FSDP and checkpoints see only the adapters as t
 Python object with the same forward (no PeftModel wrapper), so everything that calls the policy is unchanged.
 `merged_state_dict` folds the adapters back into plain weights (W + α/r · B A), with the original key names: what
 vapi writes as the model folder of a checkpoint, so `vapi sample`, `vapi convert` and exports read a normal model.
+The merged weights cannot give back W and B A, so a checkpoint's resumable state keeps the adapters
+(`adapter_state_dict`, small) and a resume takes W from the run's pretrained weights again
+(`training.checkpoint_weights`).
 """
 from __future__ import annotations
 
@@ -60,6 +63,26 @@ def is_lora(state_dict_or_model) -> bool:
     return any(".lora_A." in k for k in keys)
 
 
+def is_adapter_key(key: str) -> bool:
+    """A LoRA adapter tensor (`x.lora_A.default.weight`, `x.lora_B.default.weight`) of a policy's state dict."""
+    return ".lora_" in key
+
+
+def adapter_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The adapter tensors of a state dict: all that LoRA trains, and what the merged weights cannot give back."""
+    return {k: v for k, v in state_dict.items() if is_adapter_key(k)}
+
+
+def is_base_key(key: str) -> bool:
+    """A frozen weight of an adapted layer (`x.base_layer.weight`): the pretrained one, never trained."""
+    return ".base_layer." in key
+
+
+def merged_key(key: str) -> str:
+    """The key a policy's `x.base_layer.weight` gets in the merged state dict: `x.weight` (other keys unchanged)."""
+    return key.replace(".base_layer.", ".")
+
+
 def lora_scaling(policy: nn.Module) -> dict[str, float]:
     """{module name: α/r} of every adapted layer."""
     return {name: m.scaling[ADAPTER] for name, m in policy.named_modules() if hasattr(m, "lora_A")
@@ -76,14 +99,14 @@ def merged_state_dict(policy: nn.Module, state_dict: dict[str, torch.Tensor] | N
     scaling = lora_scaling(policy)
     out = {}
     for key, value in state_dict.items():
-        if ".lora_" in key:
+        if is_adapter_key(key):
             continue
-        if ".base_layer." in key:
+        if is_base_key(key):
             module = key.split(".base_layer.")[0]
             if key.endswith(".weight"):
                 a = state_dict[f"{module}.lora_A.{ADAPTER}.weight"]  # [r, in]
                 b = state_dict[f"{module}.lora_B.{ADAPTER}.weight"]  # [out, r]
                 value = value + scaling[module] * (b.to(torch.float32) @ a.to(torch.float32)).to(value.dtype)
-            key = key.replace(".base_layer.", ".")
+            key = merged_key(key)
         out[key] = value
     return out

@@ -43,7 +43,7 @@ from vapi.models.state_dict_io import (INDEX_NAME, WEIGHTS_NAME, load_state_dict
 
 __all__ = ["CheckpointError", "PolicyBundle", "build_generator_and_tokenizer", "build_model",
            "export_llamagen", "infer_gpt_config", "infer_vq_config", "load_gpt", "load_model", "load_pretrained",
-           "load_state_dict_file", "load_vq", "read_model_config", "save_pretrained"]
+           "load_state_dict_file", "load_vq", "read_model_config", "read_saved_weights", "save_pretrained"]
 
 MODEL_CLASSES = {GPT_KIND: LlamaGenGPT, VQ_KIND: VQModel, CLASSIFIER_KIND: Classifier}
 DEFAULT_MAX_SHARD_BYTES = 2 * 10**9
@@ -287,6 +287,13 @@ def save_pretrained(model, directory: str | Path, *, max_shard_bytes: int = DEFA
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return dst
+
+
+def read_saved_weights(model, directory: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors `save_pretrained(model, directory)` wrote, keyed as `model.state_dict()` is (safetensors: nothing
+    is unpickled). A weight an HF folder leaves out because it is tied to another (Janus's lm_head) is absent."""
+    prefix = getattr(model, "folder_key_prefix", "")
+    return {prefix + k: v for k, v in read_folder_weights(Path(directory)).items()}
 
 
 def _swap_in(tmp: Path, dst: Path) -> None:

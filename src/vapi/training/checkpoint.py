@@ -1,10 +1,13 @@
 """Training checkpoints, for one process, DDP and FSDP alike, resumable on any world size; `Checkpointer` owns them.
 
 `<run>/checkpoints/step-XXXXXX/`:
-  model/                the full policy as a vapi model folder (safetensors + config.json), gathered to rank 0:
-                        what `vapi sample`, `vapi convert` and exports read;
-  dcp/                  torch.distributed.checkpoint of {"model", "optimizer"}: each rank writes its own shard,
-                        keyed by parameter name, so a resume re-shards to any world size (2 ranks → 1, 8 → 16);
+  model/                the trained model as a vapi model folder (safetensors + config.json), gathered to rank 0:
+                        what `vapi sample`, `vapi convert` and exports read, and where a resume takes the weights
+                        from (every rank reads it and keeps its shard);
+  dcp/                  torch.distributed.checkpoint of {"optimizer"} (+ "model": the LoRA adapters, which the
+                        merged model/ cannot give back): each rank writes its own shard, keyed by parameter name, so
+                        a resume re-shards to any world size (2 ranks → 1, 8 → 16). The weights are stored once
+                        (`training.checkpoint_weights`); older checkpoints whose dcp/ holds the model still resume;
   rng/rank-NNNNN.pt     each rank's TrainState (step, sampling generator, torch/python/CUDA RNG);
   config.yaml           the run config that wrote it, compared with the new one on resume;
   trainer_state.pt      rank 0: scheduler, data position, step, world size, skipped (non-finite) steps.
@@ -17,10 +20,10 @@ commit), then the aside copy is deleted. Rotation renames an old committed folde
 it, never touches the newest, and never touches anything uncommitted. `cleanup_leftovers` runs at start: `.tmp`
 and `.del` folders are removed, an `.old` folder whose replacement never got renamed in is restored.
 
-Nothing read on resume is unpickled beyond plain data (`training.safe_load`): `.pt` files load with
-`torch.load(weights_only=True)`, DCP's `.metadata` pickle through an unpickler that allows only DCP's metadata
-classes, and DCP reads its tensor files with `weights_only=True`. Anything else is refused with one line naming the
-file.
+Nothing read on resume is unpickled beyond plain data (`training.safe_load`): model/ is safetensors, `.pt` files
+load with `torch.load(weights_only=True)`, DCP's `.metadata` pickle through an unpickler that allows only DCP's
+metadata classes, and DCP reads its tensor files with `weights_only=True`. Anything else is refused with one line
+naming the file.
 """
 from __future__ import annotations
 
@@ -44,6 +47,8 @@ from vapi.config import to_dict
 from vapi.models.weights_io import save_pretrained
 from vapi.models.lora import merged_state_dict
 from vapi.models.state_dict_io import read_model_config
+from vapi.training.checkpoint_weights import (MODEL, check_lora_base, dcp_model_keys, dcp_model_state,
+                                              load_model_weights)
 from vapi.training.distributed import barrier
 from vapi.training.safe_load import (SafeLoadPlanner, SafeMetadataReader, UnsafeCheckpointError,  # noqa: F401 (re-exported)
                                      safe_load_metadata, safe_torch_load)
@@ -168,8 +173,11 @@ def save_checkpoint(run_dir: Path, step: int, policy: torch.nn.Module, optimizer
     barrier()
     # Under FSDP both calls are collectives; cpu_offload leaves the gathered full weights on rank 0 only.
     full = get_model_state_dict(policy, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-    _dcp(dcp.save, {"model": get_model_state_dict(policy), "optimizer": get_optimizer_state_dict(policy, optimizer)},
-         tmp / "dcp")
+    state = {"optimizer": get_optimizer_state_dict(policy, optimizer)}
+    adapters = dcp_model_state(policy)  # the weights themselves are in model/ only
+    if adapters:
+        state[MODEL] = adapters
+    _dcp(dcp.save, state, tmp / "dcp")
     torch.save(rank_state, _rng_file(tmp, rank))
     if rank == 0:
         _phase("tmp-partial")
@@ -227,9 +235,15 @@ def load_checkpoint(path: Path, policy: torch.nn.Module, optimizer: torch.optim.
     trainer_state = safe_torch_load(path / "trainer_state.pt")  # checked before DCP touches anything
     rng = _rng_file(path, rank)
     rank_state = safe_torch_load(rng) if rng.is_file() else None
-    safe_load_metadata(path / "dcp" / ".metadata")  # refused here, before DCP's own fallbacks and logging
+    meta = safe_load_metadata(path / "dcp" / ".metadata")  # refused here, before DCP's own fallbacks and logging
+    # Weights from model/, except what dcp/ holds: LoRA adapters, or everything in an older checkpoint.
+    in_dcp = dcp_model_keys(meta)
+    merged = load_model_weights(path / "model", policy, in_dcp)
     # The templates carry this run's sharding; DCP reads into them whatever the saving run's sharding was.
-    state = {"model": get_model_state_dict(policy), "optimizer": get_optimizer_state_dict(policy, optimizer)}
+    state = {"optimizer": get_optimizer_state_dict(policy, optimizer)}
+    from_dcp = {k: v for k, v in get_model_state_dict(policy).items() if k in in_dcp}
+    if from_dcp:
+        state[MODEL] = from_dcp
     try:
         _dcp(dcp.load, state, path / "dcp", storage_reader=SafeMetadataReader(str(path / "dcp")),
              planner=SafeLoadPlanner())
@@ -242,7 +256,9 @@ def load_checkpoint(path: Path, policy: torch.nn.Module, optimizer: torch.optim.
                                         "is corrupt or crafted: resume from another one or delete it") from None
         raise ValueError(f"{path / 'dcp'}: cannot be read ({type(e).__name__}); the checkpoint is corrupt: resume "
                          "from another one or delete it") from None
-    set_model_state_dict(policy, state["model"])
+    if from_dcp:
+        set_model_state_dict(policy, state[MODEL], options=StateDictOptions(strict=False))
+    check_lora_base(policy, merged, path / "model")
     set_optimizer_state_dict(policy, optimizer, state["optimizer"])
     return trainer_state, rank_state
 

@@ -85,7 +85,8 @@ def build_trainer(cfg: RunConfig, resume: str | bool = False, dist: DistInfo | N
         if classes and classes < gpt_classes and not cfg.data.class_map and cfg.data.kind != "procedural":
             notes.append(f"the data has {classes} class folders but the generator knows {gpt_classes} classes: "
                          f"folders get ids 0..{classes - 1} by sorted name, which are the generator's classes only "
-                         "if that is how it was trained; set data.class_map (folder name → id) to be sure")
+                         "if that is how it was trained; set data.class_map (folder name → id, or imagenet for "
+                         "ImageNet synset folders) to be sure")
     trainer = Trainer(cfg, models.policy, models.tokenizer, dataset, resume=resume, dist=dist)
     if dist.rank == 0:
         summary = run_summary(cfg, trainer, dataset, notes)
