@@ -27,10 +27,10 @@ demo: install
 
 # The four studies of `vapi ablate` on the shipped demo stages (each: runs/ablate-<study>-<time>/report.md).
 reproduce: install
-	$(BIN)/vapi ablate main
-	$(BIN)/vapi ablate reward
-	$(BIN)/vapi ablate prior
-	$(BIN)/vapi ablate noise
+	$(BIN)/vapi ablate main reuse_runs=true
+	$(BIN)/vapi ablate reward reuse_runs=true
+	$(BIN)/vapi ablate prior reuse_runs=true
+	$(BIN)/vapi ablate noise reuse_runs=true
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache

@@ -3,6 +3,8 @@ policies, finite metrics, cache reuse and cache keys; `vapi ablate --list`."""
 import json
 import math
 
+import pytest
+
 from vapi.cli import main
 from vapi.config import load_config
 from vapi.demo.run import DemoConfig, stage_key
@@ -70,3 +72,30 @@ def test_tiny_baselines_run_through_ablate(tmp_path):
     assert set(results) == {"base", "ste", "tokenizer", "grpo"}
     assert (run / "tokenizer-seed0" / "tokenizer" / "config.json").is_file()
     assert results["tokenizer"][0]["fid_nocfg"] != results["base"][0]["fid_nocfg"]  # decoded by the trained decoder
+
+
+def test_reuse_runs_trains_a_row_shared_by_studies_once(tmp_path, monkeypatch):
+    """`reuse_runs=true`: VA-π in `main` and β = 0.1 in `prior` resolve to the same run, which trains once; the
+    post-trained tokenizer comes back with its own decoder. Without it, nothing is reused."""
+    import vapi.demo.ablate as ablate
+    common = [*TINY, f"out_dir={tmp_path / 'runs'}", f"cache_dir={tmp_path / 'cache'}", "seeds=1", "eval_seeds=1",
+              "reuse_runs=true"]
+    assert main(["ablate", "main", "--rows", "base,vapi,tokenizer", *common]) == 0
+    first = next((tmp_path / "runs").glob("ablate-main-*"))
+    before = json.loads((first / "results.json").read_text())["results"]
+
+    def no_training(*a, **k):
+        raise AssertionError("a reusable run was trained again")
+
+    monkeypatch.setattr(ablate, "post_train", no_training)
+    assert main(["ablate", "prior", "--rows", "base,ce_beta0.1", *common]) == 0
+    assert main(["ablate", "main", "--rows", "base,tokenizer", *common]) == 0
+    prior = next((tmp_path / "runs").glob("ablate-prior-*"))
+    again = json.loads((prior / "results.json").read_text())["results"]
+    assert again["ce_beta0.1"] == before["vapi"]
+    assert (prior / "ce_beta0.1-seed0" / "model" / "config.json").is_file()
+    latest = sorted((tmp_path / "runs").glob("ablate-main-*"))[-1]
+    assert json.loads((latest / "results.json").read_text())["results"]["tokenizer"] == before["tokenizer"]
+    without_reuse = [c for c in common if c != "reuse_runs=true"]
+    with pytest.raises(AssertionError, match="trained again"):
+        main(["ablate", "prior", "--rows", "base,ce_beta0.1", *without_reuse])

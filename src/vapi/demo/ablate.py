@@ -19,12 +19,19 @@ perceptual term stands in for the paper's LPIPS (see `objectives.perceptual`).
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vapi.config import save_config
-from vapi.models.weights_io import save_pretrained
+import torch
+
+from vapi.config import load_config, save_config, to_dict
+from vapi.data.procedural import ProceduralShapes
+from vapi.demo.ablate_report import write_study_report
+from vapi.demo.run import DemoConfig, Stages, post_train, prepare, run_config, stage_key, stage_keys
+from vapi.models.weights_io import load_pretrained, save_pretrained
 
 
 @dataclass(frozen=True)
@@ -117,11 +124,52 @@ def save_model(policy, folder: Path, cfg, seed: int, overrides: dict, tokenizer=
         "post_training_seed": seed, "overrides": overrides}, indent=1))
 
 
+def run_key(cfg, overrides: dict, seed: int) -> str:
+    """What a run's result depends on: its resolved RunConfig (not where it writes), the stages' keys, the seed and
+    the evaluation settings. Rows of different studies with the same key are the same run (`reuse_runs`)."""
+    rc = to_dict(run_config(cfg, overrides, seed, Path("."), cfg.data.image_size))
+    for name in ("output_dir", "progress"):
+        rc["train"].pop(name)
+    return stage_key(rc, stage_keys(cfg), cfg.data, seed, cfg.eval_samples, cfg.eval_seed, cfg.cfg_scale)
+
+
+def _store(out: Path, cached: Path) -> None:
+    """Copy a finished run folder into the run cache (assembled aside, then renamed in: never half-written)."""
+    tmp = cached.with_name(f".{cached.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(out, tmp)
+    if cached.exists():
+        shutil.rmtree(tmp)
+    else:
+        tmp.rename(cached)
+
+
+def train_row(setup, row: Row, seed: int, out: Path) -> tuple[dict, float, object, object]:
+    """Post-train and evaluate one row × seed into `out`; with `reuse_runs`, copy an identical earlier run instead.
+    Returns (metrics, train seconds, policy, tokenizer or None)."""
+    cfg, ev = setup.cfg, setup.evaluator
+    trains_tokenizer = row.overrides.get("objective.name") == "tokenizer"
+    cached = Path(cfg.cache_dir) / "runs" / run_key(cfg, row.overrides, seed) if cfg.reuse_runs else None
+    if cached is not None and (cached / "run.json").exists():
+        shutil.copytree(cached, out, dirs_exist_ok=True)
+        seconds = json.loads((out / "run.json").read_text())["train_seconds"]
+        vq = load_pretrained(out / "tokenizer").eval() if trains_tokenizer else None
+        print(f"  reused {cached}", flush=True)
+        return json.loads((out / "eval.json").read_text()), seconds, load_pretrained(out / "model").eval(), vq
+    policy, vq, seconds = post_train(setup, row.overrides, seed, out)
+    vq = vq if trains_tokenizer else None
+    metrics = setup.stages.timed("eval", lambda: ev(policy, with_alignment=True, vq=vq))
+    (out / "eval.json").write_text(json.dumps(metrics, indent=1))
+    save_model(policy, out, cfg, seed, row.overrides, vq)
+    (out / "run.json").write_text(json.dumps({"train_seconds": seconds, "row": row.name, "seed": seed}))
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        _store(out, cached)
+    return metrics, seconds, policy, vq
+
+
 def run_study(cfg, study: str, rows: list[str] | None = None, folder_prefix: str = "") -> Path:
     """Run every row × seed of `study` on the demo's stages (cfg: a demo.DemoConfig); returns the report path."""
-    from vapi.demo.ablate_report import write_study_report
-    from vapi.demo.run import post_train, prepare
-
     selected = select_rows(study, rows)
     run_dir = Path(cfg.out_dir) / time.strftime(f"{folder_prefix or 'ablate-' + study}-%Y%m%d-%H%M%S")
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -143,14 +191,10 @@ def run_study(cfg, study: str, rows: list[str] | None = None, folder_prefix: str
         for row in (r for r in selected if r.train):
             out = run_dir / f"{row.name}-seed{seed}"
             print(f"[{study}/{row.name} seed {seed}] {cfg.post.steps} steps", flush=True)
-            policy, vq, seconds = post_train(setup, row.overrides, seed, out)
-            vq = vq if row.overrides.get("objective.name") == "tokenizer" else None
+            metrics, seconds, policy, vq = train_row(setup, row, seed, out)
             times.setdefault(row.name, []).append(seconds)
             stages.times[row.name] = stages.times.get(row.name, 0.0) + seconds
-            metrics = stages.timed("eval", lambda: ev(policy, with_alignment=True, vq=vq))
             results.setdefault(row.name, []).append(metrics)
-            (out / "eval.json").write_text(json.dumps(metrics, indent=1))
-            save_model(policy, out, cfg, seed, row.overrides, vq)
             curves.setdefault(row.name, []).append(out / "metrics.jsonl")
             if seed == 0:
                 grids[row.name] = ev.grid(policy, vq=vq)
@@ -162,9 +206,6 @@ def run_study(cfg, study: str, rows: list[str] | None = None, folder_prefix: str
 def rewrite_report(run_dir: str | Path) -> Path:
     """Write report.md again from a study folder's results.json (e.g. after an interrupted study: the rows that
     finished). Sample grids are those already written; the evaluation is not rerun."""
-    from vapi.demo.ablate_report import write_study_report
-    from vapi.config import load_config
-    from vapi.demo.run import DemoConfig, Stages
 
     run_dir = Path(run_dir)
     cfg = load_config(DemoConfig, run_dir / "config.yaml")
@@ -179,9 +220,6 @@ def rewrite_report(run_dir: str | Path) -> Path:
     stages = Stages(cfg.cache_dir)
     stages.times, stages.cached = saved["times"], saved["cached"]
     curves = {r.name: sorted(run_dir.glob(f"{r.name}-seed*/metrics.jsonl")) for r in rows if r.train}
-    import torch
-    from vapi.data.procedural import ProceduralShapes
-
     test = ProceduralShapes(80, cfg.data.image_size, seed=cfg.data.seed + 1)
     real = torch.stack([test[i][0] for i in range(80)])
     return write_study_report(run_dir, cfg, study["study"], rows, results, {}, curves, stages,

@@ -86,6 +86,9 @@ class DemoConfig:
     eval_seeds: int = helpf(3, "sampling seeds the base is evaluated with: the evaluation noise")
     cfg_scale: float = helpf(2.0, "the guided evaluation's CFG scale (an unguided one always runs too)")
     eval_seed: int = helpf(1234, "sampling seed of every post-trained model's evaluation (same labels, same noise)")
+    reuse_runs: bool = helpf(False, "reuse a post-training run already made with the same resolved settings, stages, "
+                                    "seed and evaluation (cached in cache_dir/runs): rows that several studies share "
+                                    "train once (make reproduce)")
     threads: int = helpf(0, "torch CPU threads (0 = torch's default); on a shared machine 1 avoids thrashing")
     data: DemoData = field(default_factory=DemoData)
     tokenizer: TokenizerPretrainConfig = field(default_factory=lambda: TokenizerPretrainConfig(steps=450))
