@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from tiny import tiny_policy
-from vapi.eval.generation import reencode_change_rate, teacher_forced_eval
+from vapi.eval.generation import reencode_change_rate, teacher_forced_eval, teacher_forced_sample_error
 
 
 def test_teacher_forced_eval_matches_the_whole_batch_and_restores_the_mode():
@@ -36,3 +36,25 @@ def test_reencode_change_rate_counts_changed_codes_and_their_pixel_error():
     rate, mse = reencode_change_rate(_CappingVQ(), tokens, batch_size=1, pixel_error=True)
     # per image: ((0.2)² + (0.4)²) / 4 = 0.05 and (0.1)² / 4 = 0.0025 → mean 0.02625
     assert rate == 3 / 8 and abs(mse - 0.02625) < 1e-7
+
+
+class _ExactVQ:
+    """A lossless toy tokenizer: token t ↔ pixel value t / 100 (a 1×1×T image), so reconstructions are exact."""
+
+    def decode(self, t):
+        return (t.float() / 100).view(len(t), 1, 1, -1)
+
+    def encode(self, x):
+        return (x.view(len(x), -1) * 100).round().long()
+
+
+def test_teacher_forced_sample_error_scores_samples_and_reconstructions_with_the_given_reward():
+    policy = tiny_policy().eval()
+    vq = _ExactVQ()
+    tokens = torch.randint(0, 32, (5, 16), generator=torch.Generator().manual_seed(1))
+    images, labels = vq.decode(tokens), torch.arange(5)
+    neg_mse = lambda im, tg: -(im - tg).pow(2).flatten(1).mean(1)  # noqa: E731
+    out = teacher_forced_sample_error(policy, vq, images, labels, batch_size=2, score=neg_mse)
+    assert out["recon_mse"] == 0.0 and out["recon_reward"] == 0.0  # lossless tokenizer: its own ceiling is 0
+    assert out["tf_sample_mse"] > 0 and abs(out["tf_sample_reward"] + out["tf_sample_mse"]) < 1e-7
+    assert set(teacher_forced_sample_error(policy, vq, images, labels)) == {"tf_sample_mse", "recon_mse"}

@@ -19,6 +19,7 @@ METRICS = [("fid_nocfg", "FID", "{:.3f}"), ("fid_cfg", "FID (CFG)", "{:.3f}"), (
            ("precision_nocfg", "precision", "{:.3f}"), ("recall_nocfg", "recall", "{:.3f}"),
            ("accuracy_nocfg", "accuracy", "{:.3f}"), ("accuracy_cfg", "accuracy (CFG)", "{:.3f}"),
            ("val_ce", "clean val CE", "{:.3f}"), ("tf_sample_mse", "TF sample MSE", "{:.4f}"),
+           ("tf_sample_reward", "held-out TF reward", "{:.4f}"),
            ("reencode_change", "re-encode change", "{:.3f}")]
 KEY = ("fid_nocfg", "accuracy_nocfg")  # the metrics that get intervals in the main table
 
@@ -117,6 +118,13 @@ def verdict(rows, results: dict, control: str | None) -> list[str]:
                    + ").")
         out.append("- The aim (VA-π lowers FID relative to both, intervals excluding zero) is "
                    + ("**reached**." if d_base == -1 and d_ctrl == -1 else "**not reached**."))
+    if "vapi" in results and control in results and all("tf_sample_reward" in r
+                                                         for r in results["vapi"] + results[control]):
+        diffs = paired_differences(results["vapi"], results[control], "tf_sample_reward")
+        words = {1: "higher than", -1: "lower than", 0: "not distinguishable from"}
+        out.append(f"- VA-π's own objective on held-out images (the reward of teacher-forced samples, "
+                   f"{fmt_ci(diffs, '{:+.4f}')} vs the matched control) is {words[excludes_zero(diffs)]} the "
+                   f"control's.")
     if control in results and "base" in results:
         d = excludes_zero(paired_differences(results[control], results["base"], "fid_nocfg"))
         out.append("- Base convergence check: the matched CE continuation "

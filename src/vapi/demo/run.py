@@ -32,7 +32,7 @@ from vapi.eval.generation import (balanced_labels, image_metrics, reencode_chang
                                   teacher_forced_eval, teacher_forced_sample_error)
 from vapi.eval.metrics import precision_recall
 from vapi.models.weights_io import load_pretrained
-from vapi.objectives.rewards import RewardConfig
+from vapi.objectives.rewards import Reward, RewardConfig
 from vapi.pretrain.features import FeaturesPretrainConfig, pretrain_features
 from vapi.pretrain.prior import PriorPretrainConfig, pretrain_prior
 from vapi.pretrain.tokenizer import TokenizerPretrainConfig, pretrain_tokenizer
@@ -216,8 +216,9 @@ def run_config(cfg: "DemoConfig", overrides: dict, seed: int, out: Path, image_s
 class Evaluator:
     """Evaluates any generator the same way: same labels, same sampling seed, same measuring network."""
 
-    def __init__(self, cfg: DemoConfig, vq, evalnet, test: ProceduralShapes):
-        self.cfg, self.vq = cfg, vq
+    def __init__(self, cfg: DemoConfig, vq, evalnet, test: ProceduralShapes, reward=None):
+        """`reward`: the demo's reward (not a row's), scored on held-out teacher-forced samples: VA-π's objective."""
+        self.cfg, self.vq, self.reward = cfg, vq, reward
         self.extractor = ClassifierExtractor(evalnet)
         n = min(len(test), 1000)
         self.test_images = torch.stack([test[i][0] for i in range(len(test))])
@@ -247,7 +248,9 @@ class Evaluator:
                 out["reencode_change"] = reencode_change_rate(self.vq, tokens)
         out.update(self.validation(policy))
         if with_alignment:
-            out.update(teacher_forced_sample_error(policy, self.vq, self.test_images[:500], self.test_labels[:500]))
+            score = None if self.reward is None else (lambda im, tg: self.reward(im, tg)[0])
+            out.update(teacher_forced_sample_error(policy, self.vq, self.test_images[:500], self.test_labels[:500],
+                                                   score=score))
             out["reencode_change_real"] = reencode_change_rate(self.vq, self.vq.encode(self.test_images[:500]))
         return out
 
@@ -289,7 +292,11 @@ def prepare(cfg: DemoConfig) -> Setup:
     test = ProceduralShapes(d.test_images, d.image_size, seed=d.seed + 1)
     dirs = build_stages(cfg, stages, train)
     vq = load_pretrained(dirs["tokenizer"]).eval().requires_grad_(False)
-    evaluator = stages.timed("eval", lambda: Evaluator(cfg, vq, load_pretrained(dirs["evalnet"]), test))
+    reward_cfg = copy.deepcopy(cfg.post.reward)
+    if reward_cfg.perceptual_path == "demo":
+        reward_cfg.perceptual_path = str(dirs["perceptual"])
+    evaluator = stages.timed("eval", lambda: Evaluator(cfg, vq, load_pretrained(dirs["evalnet"]), test,
+                                                       Reward(reward_cfg).eval()))
     return Setup(cfg, stages, train, dirs, vq, evaluator, load_pretrained(dirs["prior"]))
 
 

@@ -62,22 +62,27 @@ def teacher_forced_eval(policy, tokens: torch.Tensor, labels: torch.Tensor, batc
 
 @torch.no_grad()
 def teacher_forced_sample_error(gpt, vq, images: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0,
-                                seed: int = 0, batch_size: int = 250) -> dict:
-    """Pixel MSE of decoded teacher-forced samples vs the tokenizer's own reconstruction MSE (eval mode)."""
+                                seed: int = 0, batch_size: int = 250, score=None) -> dict:
+    """Pixel MSE of decoded teacher-forced samples vs the tokenizer's own reconstruction MSE (eval mode). With
+    `score(images, targets) → [N]` (e.g. the run's reward), also its mean on both: VA-π's own objective on held-out
+    images (`tf_sample_reward`) and its ceiling (`recon_reward`)."""
     was = gpt.training
     gpt.eval()
     g = torch.Generator().manual_seed(seed)
-    sample_err, recon_err = [], []
+    err = {"tf_sample_mse": [], "recon_mse": [], "tf_sample_reward": [], "recon_reward": []}
     for s in range(0, len(images), batch_size):
         x, y = images[s:s + batch_size], labels[s:s + batch_size]
         codes = vq.encode(x)  # [b, T]
         logits = gpt.teacher_forced_logits(y, codes) / temperature  # [b, T, V]
         probs = logits.softmax(-1).flatten(0, 1)
         sampled = torch.multinomial(probs, 1, generator=g).view_as(codes)
-        sample_err.append((vq.decode(sampled) - x).pow(2).flatten(1).mean(1))
-        recon_err.append((vq.decode(codes) - x).pow(2).flatten(1).mean(1))
+        for name, tokens in (("tf_sample", sampled), ("recon", codes)):
+            decoded = vq.decode(tokens)  # [b, 3, H, W]
+            err[f"{name}_mse"].append((decoded - x).pow(2).flatten(1).mean(1))
+            if score is not None:
+                err[f"{name}_reward"].append(score(decoded, x))
     gpt.train(was)
-    return {"tf_sample_mse": torch.cat(sample_err).mean().item(), "recon_mse": torch.cat(recon_err).mean().item()}
+    return {k: torch.cat(v).mean().item() for k, v in err.items() if v}
 
 
 @torch.no_grad()
