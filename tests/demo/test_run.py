@@ -17,7 +17,7 @@ TINY = ["data.train_images=240", "data.test_images=100", "data.image_size=16", "
         "evalnet.steps=15", "evalnet.batch_size=16", "evalnet.val_size=40",
         "perceptual.steps=15", "perceptual.batch_size=16", "perceptual.val_size=40", "perceptual.widths=[8,16]",
         "post.steps=3", "post.images_per_step=4", "post.micro_batch_size=16", "post.eval_steps=2",
-        "post.objective.num_generations=4", "progress=false", "seeds=2", "eval_seeds=2", "shipped_dir="]
+        "post.objective.num_generations=4", "progress=false", "seeds=2", "eval_seeds=2", "shipped_dir=", "jobs=1"]
 
 
 def test_tiny_demo_end_to_end(tmp_path, capsys):
@@ -99,3 +99,17 @@ def test_reuse_runs_trains_a_row_shared_by_studies_once(tmp_path, monkeypatch):
     without_reuse = [c for c in common if c != "reuse_runs=true"]
     with pytest.raises(AssertionError, match="trained again"):
         main(["ablate", "prior", "--rows", "base,ce_beta0.1", *without_reuse])
+
+
+def test_runs_in_two_processes_equal_the_runs_in_one(tmp_path):
+    """`jobs=2`: the runs go to two spawned processes (one torch thread each); every trained row's results and the
+    saved policies are those of the one-process study."""
+    common = [*TINY, f"cache_dir={tmp_path / 'cache'}", "seeds=2", "eval_seeds=1"]
+    assert main(["ablate", "main", "--rows", "base,control,vapi", *common, "threads=1",
+                 f"out_dir={tmp_path / 'one'}"]) == 0
+    assert main(["ablate", "main", "--rows", "base,control,vapi", *common, "jobs=2", "threads=2",
+                 f"out_dir={tmp_path / 'two'}"]) == 0
+    one, two = (next((tmp_path / d).glob("ablate-main-*")) for d in ("one", "two"))
+    a, b = (json.loads((d / "results.json").read_text())["results"] for d in (one, two))
+    assert a["control"] == b["control"] and a["vapi"] == b["vapi"] and len(b["vapi"]) == 2
+    assert (two / "samples_vapi.png").stat().st_size > 0 and (two / "vapi-seed1" / "model" / "config.json").is_file()

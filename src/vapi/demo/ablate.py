@@ -18,10 +18,13 @@ perceptual term stands in for the paper's LPIPS (see `objectives.perceptual`).
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
 import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -168,8 +171,36 @@ def train_row(setup, row: Row, seed: int, out: Path) -> tuple[dict, float, objec
     return metrics, seconds, policy, vq
 
 
+_WORKER: dict = {}  # a job process's own Setup
+
+
+def _start_worker(cfg, threads: int) -> None:
+    cfg = copy.deepcopy(cfg)
+    cfg.threads, cfg.progress = threads, False
+    _WORKER["setup"] = prepare(cfg)  # the stages are cached by the parent's prepare: only loads
+
+
+def _run_job(study: str, row_name: str, seed: int, out: str) -> tuple[dict, float, float, object]:
+    """One row × seed in a job process: (metrics, train seconds, eval seconds, the seed-0 sample grid or None)."""
+    setup = _WORKER["setup"]
+    row = next(r for r in STUDIES[study] if r.name == row_name)
+    eval_before = setup.stages.times.get("eval", 0.0)
+    metrics, seconds, policy, vq = train_row(setup, row, seed, Path(out))
+    grid = setup.evaluator.grid(policy, vq=vq) if seed == 0 else None
+    return metrics, seconds, setup.stages.times.get("eval", 0.0) - eval_before, grid
+
+
+def job_layout(cfg, n_runs: int) -> tuple[int, int]:
+    """(job processes, torch threads each): `jobs` 0 = one per CPU core, at most one per run."""
+    cores = os.cpu_count() or 1
+    jobs = max(1, min(cfg.jobs or cores, n_runs))
+    return jobs, max(1, (cfg.threads or cores) // jobs)
+
+
 def run_study(cfg, study: str, rows: list[str] | None = None, folder_prefix: str = "") -> Path:
-    """Run every row × seed of `study` on the demo's stages (cfg: a demo.DemoConfig); returns the report path."""
+    """Run every row × seed of `study` on the demo's stages (cfg: a demo.DemoConfig); returns the report path.
+    With `jobs` > 1 the runs go to that many processes (each its own torch threads); every run's result depends
+    only on its row and seed, so the study is the same whatever the order they finish in."""
     selected = select_rows(study, rows)
     run_dir = Path(cfg.out_dir) / time.strftime(f"{folder_prefix or 'ablate-' + study}-%Y%m%d-%H%M%S")
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -187,18 +218,35 @@ def run_study(cfg, study: str, rows: list[str] | None = None, folder_prefix: str
     save = lambda: (run_dir / "results.json").write_text(json.dumps(  # noqa: E731
         {"results": results, "times": stages.times, "train_seconds": times, "cached": stages.cached}, indent=1))
     save()
-    for seed in range(cfg.seeds):  # seed-major: an interrupted study still has paired rows for its first seeds
-        for row in (r for r in selected if r.train):
-            out = run_dir / f"{row.name}-seed{seed}"
+    # seed-major: an interrupted study still has paired rows for its first seeds
+    runs = [(row, seed) for seed in range(cfg.seeds) for row in selected if row.train]
+    jobs, threads = job_layout(cfg, len(runs))
+
+    def record(row, seed, metrics, seconds, grid):
+        times.setdefault(row.name, []).append(seconds)
+        stages.times[row.name] = stages.times.get(row.name, 0.0) + seconds
+        results.setdefault(row.name, []).append(metrics)
+        curves.setdefault(row.name, []).append(run_dir / f"{row.name}-seed{seed}" / "metrics.jsonl")
+        if grid is not None:
+            grids[row.name] = grid
+        save()
+
+    if jobs == 1:
+        for row, seed in runs:
             print(f"[{study}/{row.name} seed {seed}] {cfg.post.steps} steps", flush=True)
-            metrics, seconds, policy, vq = train_row(setup, row, seed, out)
-            times.setdefault(row.name, []).append(seconds)
-            stages.times[row.name] = stages.times.get(row.name, 0.0) + seconds
-            results.setdefault(row.name, []).append(metrics)
-            curves.setdefault(row.name, []).append(out / "metrics.jsonl")
-            if seed == 0:
-                grids[row.name] = ev.grid(policy, vq=vq)
-            save()
+            metrics, seconds, policy, vq = train_row(setup, row, seed, run_dir / f"{row.name}-seed{seed}")
+            record(row, seed, metrics, seconds, ev.grid(policy, vq=vq) if seed == 0 else None)
+    else:
+        print(f"[{study}] {len(runs)} runs in {jobs} processes × {threads} torch thread(s)", flush=True)
+        with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_start_worker,
+                                 initargs=(cfg, threads)) as pool:
+            futures = [pool.submit(_run_job, study, row.name, seed, str(run_dir / f"{row.name}-seed{seed}"))
+                       for row, seed in runs]
+            for (row, seed), future in zip(runs, futures):  # recorded in order: seed-major, as with one job
+                metrics, seconds, eval_seconds, grid = future.result()
+                print(f"[{study}/{row.name} seed {seed}] done ({seconds:.0f} s)", flush=True)
+                stages.times["eval"] = stages.times.get("eval", 0.0) + eval_seconds
+                record(row, seed, metrics, seconds, grid)
     return write_study_report(run_dir, cfg, study, selected, results, grids, curves, stages, times,
                               ev.test_images[:80])
 

@@ -89,6 +89,8 @@ class DemoConfig:
     reuse_runs: bool = helpf(False, "reuse a post-training run already made with the same resolved settings, stages, "
                                     "seed and evaluation (cached in cache_dir/runs): rows that several studies share "
                                     "train once (make reproduce)")
+    jobs: int = helpf(0, "post-training runs at once, each in its own process (0 = one per CPU core, at most one "
+                         "per run); torch threads are shared out among them")
     threads: int = helpf(0, "torch CPU threads (0 = torch's default); on a shared machine 1 avoids thrashing")
     data: DemoData = field(default_factory=DemoData)
     tokenizer: TokenizerPretrainConfig = field(default_factory=lambda: TokenizerPretrainConfig(steps=450))
@@ -104,6 +106,8 @@ class DemoConfig:
         if unknown or not self.variants:
             raise ValueError(f"variants: unknown {unknown[0]!r}; choose from {', '.join(VARIANTS)}" if unknown
                              else f"variants must name at least one of {', '.join(VARIANTS)}")
+        if self.jobs < 0:
+            raise ValueError(f"jobs must be >= 0 (0 = one per CPU core), got {self.jobs}")
         for name in ("seeds", "eval_samples", "eval_seeds"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
