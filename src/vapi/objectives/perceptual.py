@@ -27,7 +27,17 @@ class FeatureLPIPS(nn.Module):
         self.net = net.eval().requires_grad_(False)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        first, inverse = distinct_runs(y)  # the G samples of an image share its target: its features once
+        fys = [f[inverse] for f in self.net.stage_outputs(y[first])]
         total = x.new_zeros(x.shape[0])  # [N]
-        for fx, fy in zip(self.net.stage_outputs(x), self.net.stage_outputs(y)):  # [N, C_s, H_s, W_s]
+        for fx, fy in zip(self.net.stage_outputs(x), fys):  # [N, C_s, H_s, W_s]
             total = total + (unit_normalise(fx) - unit_normalise(fy)).pow(2).sum(dim=1).mean(dim=(1, 2))
         return total
+
+
+def distinct_runs(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """y [N, ...] → (first [M]: the index where each run of equal consecutive rows starts, inverse [N]: the run of
+    each row), so that y[first][inverse] == y."""
+    starts = torch.ones(len(y), dtype=torch.bool, device=y.device)  # [N]
+    starts[1:] = (y[1:] != y[:-1]).flatten(1).any(1)
+    return starts.nonzero().squeeze(1), starts.cumsum(0) - 1
