@@ -87,15 +87,16 @@ def difference_table(rows, results: dict, control: str | None) -> list[str]:
     lines = ["| row | ΔFID vs base [95 % CI] | ΔFID vs control | Δaccuracy vs base | Δaccuracy vs control | "
              "paper | paper's direction (FID vs base) | ours | agree? |", "|---|---|---|---|---|---|---|---|---|"]
     base = results["base"]
-    ctrl = results.get(control) if control else None
     for row in rows:
         runs = results.get(row.name)
         if not runs or not row.train:
             continue
+        own = getattr(row, "control", control)  # the row's own matched control (a sweep pairs each setting)
+        ctrl = results.get(own) if control and own else None
         cells = []
         for metric in KEY:
             cells.append(fmt_ci(paired_differences(runs, base, metric), "{:+.3f}"))
-            cells.append(fmt_ci(paired_differences(runs, ctrl, metric), "{:+.3f}") if ctrl and row.name != control
+            cells.append(fmt_ci(paired_differences(runs, ctrl, metric), "{:+.3f}") if ctrl and row.name != own
                          else "")
         sign = excludes_zero(paired_differences(runs, base, "fid_nocfg"))
         ours = {1: "higher", -1: "lower", 0: "no change (CI spans 0)"}[sign] if len(runs) > 1 else "one seed"

@@ -1,0 +1,32 @@
+"""vapi.demo.ablate_report: intervals, paired differences, and each row against its own matched control."""
+from vapi.demo.ablate import STUDIES, Row
+from vapi.demo.ablate_report import bootstrap_mean_ci, difference_table, paired_differences
+
+
+def run(fid, acc=0.9):
+    return {"fid_nocfg": fid, "accuracy_nocfg": acc}
+
+
+def test_paired_differences_and_a_one_seed_interval():
+    assert paired_differences([run(1.0), run(2.0)], [run(0.5), run(1.0)], "fid_nocfg") == [0.5, 1.0]
+    assert paired_differences([run(1.0), run(2.0)], [run(0.5)], "fid_nocfg") == [0.5, 1.5]  # the base: its mean
+    m, lo, hi = bootstrap_mean_ci([3.0])
+    assert m == 3.0 and lo != lo and hi != hi  # nan: no interval from one seed
+
+
+def test_each_row_is_compared_with_its_own_matched_control():
+    rows = [Row("base", "base", train=False), Row("control", "c"), Row("vapi", "v"),
+            Row("control_beta1", "c1"), Row("vapi_beta1", "v1", control="control_beta1")]
+    results = {"base": [run(1.0)], "control": [run(2.0)] * 3, "vapi": [run(2.5)] * 3,
+               "control_beta1": [run(3.0)] * 3, "vapi_beta1": [run(2.75)] * 3}
+    lines = {line.split(" | ")[0][2:]: line.split(" | ") for line in difference_table(rows, results, "control")[2:]}
+    assert lines["v"][1].startswith("+1.500") and lines["v"][2].startswith("+0.500")  # vs base, vs control
+    assert lines["v1"][1].startswith("+1.750") and lines["v1"][2].startswith("-0.250")  # vs control_beta1
+    assert lines["c"][2] == "" and lines["c1"][2].startswith("+1.000")  # the study's control: not with itself
+
+
+def test_sweep_rows_name_controls_that_exist_in_the_study():
+    for study, rows in STUDIES.items():
+        names = {r.name for r in rows}
+        for r in rows:
+            assert not r.train or r.control in names, (study, r.name, r.control)
