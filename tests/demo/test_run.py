@@ -75,7 +75,7 @@ def test_tiny_baselines_run_through_ablate(tmp_path):
 
 
 def test_reuse_runs_trains_a_row_shared_by_studies_once(tmp_path, monkeypatch):
-    """`reuse_runs=true`: VA-π in `main` and β = 0.1 in `prior` resolve to the same run, which trains once; the
+    """`reuse_runs=true`: VA-π in `main` and ξ = 0 in `noise` resolve to the same run, which trains once; the
     post-trained tokenizer comes back with its own decoder. Without it, nothing is reused."""
     import vapi.demo.ablate as ablate
     common = [*TINY, f"out_dir={tmp_path / 'runs'}", f"cache_dir={tmp_path / 'cache'}", "seeds=1", "eval_seeds=1",
@@ -88,17 +88,17 @@ def test_reuse_runs_trains_a_row_shared_by_studies_once(tmp_path, monkeypatch):
         raise AssertionError("a reusable run was trained again")
 
     monkeypatch.setattr(ablate, "post_train", no_training)
-    assert main(["ablate", "prior", "--rows", "base,ce_beta0.1", *common]) == 0
+    assert main(["ablate", "noise", "--rows", "base,xi0", *common]) == 0
     assert main(["ablate", "main", "--rows", "base,tokenizer", *common]) == 0
-    prior = next((tmp_path / "runs").glob("ablate-prior-*"))
-    again = json.loads((prior / "results.json").read_text())["results"]
-    assert again["ce_beta0.1"] == before["vapi"]
-    assert (prior / "ce_beta0.1-seed0" / "model" / "config.json").is_file()
+    noise = next((tmp_path / "runs").glob("ablate-noise-*"))
+    again = json.loads((noise / "results.json").read_text())["results"]
+    assert again["xi0"] == before["vapi"]
+    assert (noise / "xi0-seed0" / "model" / "config.json").is_file()
     latest = sorted((tmp_path / "runs").glob("ablate-main-*"))[-1]
     assert json.loads((latest / "results.json").read_text())["results"]["tokenizer"] == before["tokenizer"]
     without_reuse = [c for c in common if c != "reuse_runs=true"]
     with pytest.raises(AssertionError, match="trained again"):
-        main(["ablate", "prior", "--rows", "base,ce_beta0.1", *without_reuse])
+        main(["ablate", "noise", "--rows", "base,xi0", *without_reuse])
 
 
 def test_runs_in_two_processes_equal_the_runs_in_one(tmp_path):

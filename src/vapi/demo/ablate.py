@@ -86,7 +86,7 @@ STUDIES: dict[str, list[Row]] = {
     ],
     "prior": [
         BASE,
-        Row("control", "matched control (β 0.1 CE, policy term off)", CONTROL, paper=CE_ONLY),
+        Row("control", "matched control (the demo's β, policy term off)", CONTROL, paper=CE_ONLY),
         *[Row(f"ce_beta{b:g}", f"CE prior, β = {b:g}", {"objective.prior_weight": b}, expect=e, paper=f)
           for b, e, f in ((0.01, "higher", "≈ 22 (smallest β, unlabelled)"), (0.1, "lower", VAPI),
                           (1.0, "lower", "≈ 10.9"))],
