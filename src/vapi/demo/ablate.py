@@ -8,7 +8,7 @@ and data order with VA-π unless it varies them):
   reward  Table 3: perceptual only, MSE + perceptual, CE only (= the control), MSE + perceptual + CE (= VA-π), MSE + CE
   prior   the β figure: β ∈ {0.01, 0.1, 1} with the CE prior, and with a KL-to-reference prior instead
   noise   Table 5: ξ ∈ {0, 0.25, 0.5, 0.75, 0.95}
-  sweep   the search behind the demo's defaults: β 0.1 and 1, lr 3e-5, β = 0, each VA-π setting beside its own
+  sweep   the search behind the demo's defaults: β 0.1 and 1, β 0.1 at lr 3e-5, β = 0, each VA-π setting beside its own
           matched control (the same setting with the policy term off; `Row.control`)
 The base is evaluated with `eval_seeds` sampling seeds (the evaluation noise); every post-trained model with the
 shared `eval_seed`. Every run's final policy is saved as a vapi model folder with its evaluation settings. The
@@ -110,8 +110,10 @@ STUDIES: dict[str, list[Row]] = {
         Row("vapi", "VA-π, β 0.1", {"objective.prior_weight": 0.1}, expect="lower", paper=VAPI),
         Row("control_beta1", "matched control (β 1)", {**CONTROL, "objective.prior_weight": 1.0}),
         Row("vapi_beta1", "VA-π, β 1", {"objective.prior_weight": 1.0}, control="control_beta1"),
-        Row("control_lr3e-5", "matched control (lr 3e-5, the demo's β)", {**CONTROL, "optim.learning_rate": 3e-5}),
-        Row("vapi_lr3e-5", "VA-π, lr 3e-5 (the demo's β)", {"optim.learning_rate": 3e-5}, control="control_lr3e-5"),
+        Row("control_lr3e-5", "matched control (β 0.1, lr 3e-5)",
+            {**CONTROL, "objective.prior_weight": 0.1, "optim.learning_rate": 3e-5}),
+        Row("vapi_lr3e-5", "VA-π, β 0.1, lr 3e-5", {"objective.prior_weight": 0.1, "optim.learning_rate": 3e-5},
+            control="control_lr3e-5"),
         Row("vapi_no_prior", "VA-π, β = 0", {"objective.prior_weight": 0.0}, expect="higher"),
     ],
 }
