@@ -36,6 +36,8 @@ def test_reencode_change_rate_counts_changed_codes_and_their_pixel_error():
     rate, mse = reencode_change_rate(_CappingVQ(), tokens, batch_size=1, pixel_error=True)
     # per image: ((0.2)² + (0.4)²) / 4 = 0.05 and (0.1)² / 4 = 0.0025 → mean 0.02625
     assert rate == 3 / 8 and abs(mse - 0.02625) < 1e-7
+    decoded = _CappingVQ().decode(tokens)  # already at hand: not decoded again, same answer
+    assert reencode_change_rate(_CappingVQ(), tokens, batch_size=1, images=decoded) == 3 / 8
 
 
 class _ExactVQ:
@@ -58,3 +60,5 @@ def test_teacher_forced_sample_error_scores_samples_and_reconstructions_with_the
     assert out["recon_mse"] == 0.0 and out["recon_reward"] == 0.0  # lossless tokenizer: its own ceiling is 0
     assert out["tf_sample_mse"] > 0 and abs(out["tf_sample_reward"] + out["tf_sample_mse"]) < 1e-7
     assert set(teacher_forced_sample_error(policy, vq, images, labels)) == {"tf_sample_mse", "recon_mse"}
+    alone = teacher_forced_sample_error(policy, vq, images, labels, batch_size=2, score=neg_mse, reconstruction=False)
+    assert alone == {k: out[k] for k in ("tf_sample_mse", "tf_sample_reward")}  # the same samples, no tokenizer part

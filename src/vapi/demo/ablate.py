@@ -207,6 +207,14 @@ def _run_job(study: str, row_name: str, seed: int, out: str) -> tuple[dict, floa
     return metrics, seconds, setup.stages.times.get("eval", 0.0) - eval_before, grid
 
 
+def _eval_base(seed: int) -> tuple[dict, float]:
+    """The base prior's evaluation with sampling seed eval_seed + seed, in a job process: (metrics, seconds)."""
+    setup = _WORKER["setup"]
+    start = time.perf_counter()
+    metrics = setup.evaluator(setup.base, with_alignment=(seed == 0), seed=setup.cfg.eval_seed + seed)
+    return metrics, time.perf_counter() - start
+
+
 def job_layout(cfg, n_runs: int) -> tuple[int, int]:
     """(job processes, torch threads each): `jobs` 0 = one per CPU core, at most one per run."""
     cores = os.cpu_count() or 1
@@ -226,18 +234,14 @@ def run_study(cfg, study: str, rows: list[str] | None = None, folder_prefix: str
     ev, stages = setup.evaluator, setup.stages
     (run_dir / "study.json").write_text(json.dumps({"study": study, "rows": [r.name for r in selected],
                                                     "stages": {k: str(v) for k, v in setup.dirs.items()}}, indent=1))
-    # the base, always: its evaluation noise over sampling seeds, and the reference of every row
-    results: dict[str, list[dict]] = {"base": [
-        stages.timed("eval", lambda s=s: ev(setup.base, with_alignment=(s == 0), seed=cfg.eval_seed + s))
-        for s in range(cfg.eval_seeds)]}
+    # seed-major: an interrupted study still has paired rows for its first seeds
+    runs = [(row, seed) for seed in range(cfg.seeds) for row in selected if row.train]
+    jobs, threads = job_layout(cfg, len(runs))
+    results: dict[str, list[dict]] = {}
     grids = {"base": ev.grid(setup.base)}
     curves, times = {}, {}
     save = lambda: (run_dir / "results.json").write_text(json.dumps(  # noqa: E731
         {"results": results, "times": stages.times, "train_seconds": times, "cached": stages.cached}, indent=1))
-    save()
-    # seed-major: an interrupted study still has paired rows for its first seeds
-    runs = [(row, seed) for seed in range(cfg.seeds) for row in selected if row.train]
-    jobs, threads = job_layout(cfg, len(runs))
 
     def record(row, seed, metrics, seconds, grid):
         times.setdefault(row.name, []).append(seconds)
@@ -248,17 +252,29 @@ def run_study(cfg, study: str, rows: list[str] | None = None, folder_prefix: str
             grids[row.name] = grid
         save()
 
+    # the base, always: its evaluation noise over sampling seeds, and the reference of every row
     if jobs == 1:
+        results["base"] = [stages.timed("eval", lambda s=s: ev(setup.base, with_alignment=(s == 0),
+                                                                 seed=cfg.eval_seed + s)) for s in range(cfg.eval_seeds)]
+        save()
         for row, seed in runs:
             print(f"[{study}/{row.name} seed {seed}] {cfg.post.steps} steps", flush=True)
             metrics, seconds, policy, vq = train_row(setup, row, seed, run_dir / f"{row.name}-seed{seed}")
             record(row, seed, metrics, seconds, ev.grid(policy, vq=vq) if seed == 0 else None)
-    else:
-        print(f"[{study}] {len(runs)} runs in {jobs} processes × {threads} torch thread(s)", flush=True)
+    else:  # the base's evaluations are jobs too, first in the queue: no core waits
+        print(f"[{study}] {len(runs)} runs and {cfg.eval_seeds} base evaluations in {jobs} processes × {threads} "
+              f"torch thread(s)", flush=True)
         with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_start_worker,
                                  initargs=(cfg, threads)) as pool:
+            base = [pool.submit(_eval_base, s) for s in range(cfg.eval_seeds)]
             futures = [pool.submit(_run_job, study, row.name, seed, str(run_dir / f"{row.name}-seed{seed}"))
                        for row, seed in runs]
+            results["base"] = []
+            for future in base:
+                metrics, seconds = future.result()
+                results["base"].append(metrics)
+                stages.times["eval"] = stages.times.get("eval", 0.0) + seconds
+            save()
             for (row, seed), future in zip(runs, futures):  # recorded in order: seed-major, as with one job
                 metrics, seconds, eval_seconds, grid = future.result()
                 print(f"[{study}/{row.name} seed {seed}] done ({seconds:.0f} s)", flush=True)

@@ -28,8 +28,8 @@ import torch
 from vapi.config import helpf, save_config, to_dict
 from vapi.data.procedural import ProceduralShapes
 from vapi.eval.features import ClassifierExtractor, compute_features
-from vapi.eval.generation import (balanced_labels, image_metrics, reencode_change_rate, reference_features,
-                                  teacher_forced_eval, teacher_forced_sample_error)
+from vapi.eval.generation import (balanced_labels, feature_metrics, reconstruction_error, reencode_change_rate,
+                                  reference_features, teacher_forced_eval, teacher_forced_sample_error)
 from vapi.eval.metrics import precision_recall
 from vapi.models.weights_io import load_pretrained
 from vapi.objectives.rewards import Reward, RewardConfig
@@ -232,6 +232,7 @@ class Evaluator:
         self.val_labels = self.test_labels[:n]
         self.ref_feats = reference_features(self.extractor, self.test_images)
         self.labels = balanced_labels(cfg.eval_samples, 10)
+        self._alignment: dict = {}
 
     def __call__(self, policy, with_alignment: bool = False, seed: int | None = None, vq=None) -> dict:
         """`vq`: a post-trained tokenizer to decode with (its encoder is the original's); default the demo's."""
@@ -245,19 +246,28 @@ class Evaluator:
         for name, scale in (("nocfg", 1.0), ("cfg", self.cfg.cfg_scale)):
             images, tokens = self.sample(policy, self.vq, self.labels, scale,
                                          self.cfg.eval_seed if seed is None else seed)
-            for k, v in image_metrics(self.extractor, images, self.labels, self.ref_feats).items():
+            feats, logits = compute_features(self.extractor, images, batch_size=500, progress=False)
+            for k, v in feature_metrics(feats, logits, self.labels, self.ref_feats).items():
                 out[f"{k}_{name}"] = v
-            feats, _ = compute_features(self.extractor, images, batch_size=500, progress=False)
             out[f"precision_{name}"], out[f"recall_{name}"] = precision_recall(self.ref_feats, feats)
             if with_alignment and name == "nocfg":
-                out["reencode_change"] = reencode_change_rate(self.vq, tokens)
+                out["reencode_change"] = reencode_change_rate(self.vq, tokens, images=images)
         out.update(self.validation(policy))
         if with_alignment:
             score = None if self.reward is None else (lambda im, tg: self.reward(im, tg)[0])
             out.update(teacher_forced_sample_error(policy, self.vq, self.test_images[:500], self.test_labels[:500],
-                                                   score=score))
-            out["reencode_change_real"] = reencode_change_rate(self.vq, self.vq.encode(self.test_images[:500]))
+                                                   score=score, reconstruction=False))
+            out.update(self.tokenizer_alignment(score))
         return out
+
+    def tokenizer_alignment(self, score) -> dict:
+        """What does not depend on the generator, once per tokenizer: its reconstruction error (and reward) on the
+        held-out images, and the re-encode change of their tokens."""
+        if self._alignment.get("vq") is not self.vq:
+            x = self.test_images[:500]
+            self._alignment = {"vq": self.vq, **reconstruction_error(self.vq, x, score=score),
+                               "reencode_change_real": reencode_change_rate(self.vq, self.vq.encode(x))}
+        return {k: v for k, v in self._alignment.items() if k != "vq"}
 
     def validation(self, policy) -> dict:
         """Clean teacher-forced CE, token accuracy and entropy on the held-out images' tokens."""

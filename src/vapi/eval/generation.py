@@ -32,6 +32,11 @@ def reference_features(extractor, images: torch.Tensor, batch_size: int = 500):
 def image_metrics(extractor, images: torch.Tensor, labels: torch.Tensor, ref_feats, batch_size: int = 500) -> dict:
     """FID against `ref_feats`, IS of the extractor's class posteriors, and class accuracy of `images`."""
     feats, logits = compute_features(extractor, images, batch_size=batch_size, progress=False)
+    return feature_metrics(feats, logits, labels, ref_feats)
+
+
+def feature_metrics(feats, logits, labels: torch.Tensor, ref_feats) -> dict:
+    """`image_metrics` from features [N, D] and logits [N, K] (or None) already computed."""
     mu, sigma = feature_statistics(feats)
     ref_mu, ref_sigma = feature_statistics(ref_feats)
     out = {"fid": frechet_distance(mu, sigma, ref_mu, ref_sigma)}
@@ -62,38 +67,57 @@ def teacher_forced_eval(policy, tokens: torch.Tensor, labels: torch.Tensor, batc
 
 @torch.no_grad()
 def teacher_forced_sample_error(gpt, vq, images: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0,
-                                seed: int = 0, batch_size: int = 250, score=None) -> dict:
-    """Pixel MSE of decoded teacher-forced samples vs the tokenizer's own reconstruction MSE (eval mode). With
-    `score(images, targets) → [N]` (e.g. the run's reward), also its mean on both: VA-π's own objective on held-out
-    images (`tf_sample_reward`) and its ceiling (`recon_reward`)."""
+                                seed: int = 0, batch_size: int = 250, score=None, reconstruction: bool = True) -> dict:
+    """Pixel MSE of decoded teacher-forced samples of held-out `images` (eval mode). With `score(images, targets) →
+    [N]` (e.g. the run's reward), also its mean: VA-π's own objective on held-out images (`tf_sample_reward`).
+    `reconstruction` adds the tokenizer's own numbers (`reconstruction_error`: the ceiling; they do not depend on
+    `gpt`)."""
     was = gpt.training
     gpt.eval()
     g = torch.Generator().manual_seed(seed)
-    err = {"tf_sample_mse": [], "recon_mse": [], "tf_sample_reward": [], "recon_reward": []}
+    err, reward = [], []
     for s in range(0, len(images), batch_size):
         x, y = images[s:s + batch_size], labels[s:s + batch_size]
         codes = vq.encode(x)  # [b, T]
         logits = gpt.teacher_forced_logits(y, codes) / temperature  # [b, T, V]
-        probs = logits.softmax(-1).flatten(0, 1)
-        sampled = torch.multinomial(probs, 1, generator=g).view_as(codes)
-        for name, tokens in (("tf_sample", sampled), ("recon", codes)):
-            decoded = vq.decode(tokens)  # [b, 3, H, W]
-            err[f"{name}_mse"].append((decoded - x).pow(2).flatten(1).mean(1))
-            if score is not None:
-                err[f"{name}_reward"].append(score(decoded, x))
+        sampled = torch.multinomial(logits.softmax(-1).flatten(0, 1), 1, generator=g).view_as(codes)
+        decoded = vq.decode(sampled)  # [b, 3, H, W]
+        err.append((decoded - x).pow(2).flatten(1).mean(1))
+        if score is not None:
+            reward.append(score(decoded, x))
     gpt.train(was)
-    return {k: torch.cat(v).mean().item() for k, v in err.items() if v}
+    out = {"tf_sample_mse": torch.cat(err).mean().item()}
+    if reward:
+        out["tf_sample_reward"] = torch.cat(reward).mean().item()
+    return {**out, **(reconstruction_error(vq, images, batch_size, score) if reconstruction else {})}
 
 
 @torch.no_grad()
-def reencode_change_rate(vq, tokens: torch.Tensor, batch_size: int = 500, pixel_error: bool = False):
+def reconstruction_error(vq, images: torch.Tensor, batch_size: int = 250, score=None) -> dict:
+    """The tokenizer's own pixel MSE on `images` (decode(encode(x)) vs x), and `score`'s mean on it if given."""
+    err, reward = [], []
+    for s in range(0, len(images), batch_size):
+        x = images[s:s + batch_size]
+        decoded = vq.decode(vq.encode(x))  # [b, 3, H, W]
+        err.append((decoded - x).pow(2).flatten(1).mean(1))
+        if score is not None:
+            reward.append(score(decoded, x))
+    out = {"recon_mse": torch.cat(err).mean().item()}
+    if reward:
+        out["recon_reward"] = torch.cat(reward).mean().item()
+    return out
+
+
+@torch.no_grad()
+def reencode_change_rate(vq, tokens: torch.Tensor, batch_size: int = 500, pixel_error: bool = False,
+                         images: torch.Tensor | None = None):
     """Fraction of tokens [N, T] that change when their decoded image (clamped to [-1, 1]) is encoded again; with
     `pixel_error`, (fraction, pixel MSE between decode(tokens) and the decode of the re-encoded tokens): the second
-    ignores swaps between near-synonym codes that decode alike."""
+    ignores swaps between near-synonym codes that decode alike. `images`: decode(tokens) when already at hand."""
     changed, err = 0, 0.0
     for s in range(0, len(tokens), batch_size):
         t = tokens[s:s + batch_size]
-        x = vq.decode(t).clamp(-1, 1)  # [b, 3, H, W]
+        x = (vq.decode(t) if images is None else images[s:s + batch_size]).clamp(-1, 1)  # [b, 3, H, W]
         again = vq.encode(x)  # [b, T]
         changed += (again != t).sum().item()
         if pixel_error:
