@@ -241,7 +241,8 @@ class Attention(nn.Module):
         if use_cache:
             k, v = self.kv_cache.update(input_pos, k, v)  # [B, Hkv, S, Dh], S = positions so far
         rep = self.n_head // self.n_kv_head  # kv head j serves q heads j*rep .. j*rep+rep-1
-        k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+        if rep > 1:  # (repeat_interleave copies even when rep is 1: the whole KV cache at every decoding step)
+            k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
         out = F.scaled_dot_product_attention(
             # A single decoding query sees every cached key; longer unmasked inputs are causal from position 0.
             q, k, v, attn_mask=mask, is_causal=mask is None and L > 1,
