@@ -1,6 +1,6 @@
 """vapi.demo.ablate_report: intervals, paired differences, and each row against its own matched control."""
 from vapi.demo.ablate import STUDIES, Row
-from vapi.demo.ablate_report import bootstrap_mean_ci, difference_table, paired_differences
+from vapi.demo.ablate_report import bootstrap_mean_ci, difference_table, differences_to_base, paired_differences
 
 
 def run(fid, acc=0.9):
@@ -10,6 +10,8 @@ def run(fid, acc=0.9):
 def test_paired_differences_and_a_one_seed_interval():
     assert paired_differences([run(1.0), run(2.0)], [run(0.5), run(1.0)], "fid_nocfg") == [0.5, 1.0]
     assert paired_differences([run(1.0), run(2.0)], [run(0.5)], "fid_nocfg") == [0.5, 1.5]  # the base: its mean
+    # the base's entries are sampling seeds, not post-training seeds: always its mean, even with as many entries
+    assert differences_to_base([run(1.0), run(2.0)], [run(0.5), run(1.5)], "fid_nocfg") == [0.0, 1.0]
     m, lo, hi = bootstrap_mean_ci([3.0])
     assert m == 3.0 and lo != lo and hi != hi  # nan: no interval from one seed
 
@@ -17,7 +19,7 @@ def test_paired_differences_and_a_one_seed_interval():
 def test_each_row_is_compared_with_its_own_matched_control():
     rows = [Row("base", "base", train=False), Row("control", "c"), Row("vapi", "v"),
             Row("control_beta1", "c1"), Row("vapi_beta1", "v1", control="control_beta1")]
-    results = {"base": [run(1.0)], "control": [run(2.0)] * 3, "vapi": [run(2.5)] * 3,
+    results = {"base": [run(0.0), run(1.0), run(2.0)], "control": [run(2.0)] * 3, "vapi": [run(2.5)] * 3,
                "control_beta1": [run(3.0)] * 3, "vapi_beta1": [run(2.75)] * 3}
     lines = {line.split(" | ")[0][2:]: line.split(" | ") for line in difference_table(rows, results, "control")[2:]}
     assert lines["v"][1].startswith("+1.500") and lines["v"][2].startswith("+0.500")  # vs base, vs control
@@ -30,3 +32,21 @@ def test_sweep_rows_name_controls_that_exist_in_the_study():
         names = {r.name for r in rows}
         for r in rows:
             assert not r.train or r.control in names, (study, r.name, r.control)
+
+
+def test_a_rows_own_control_is_used_without_the_studys_control():
+    rows = [Row("base", "base", train=False), Row("control_beta1", "c1"), Row("vapi_beta1", "v1", control="control_beta1")]
+    results = {"base": [run(1.0)], "control_beta1": [run(3.0)] * 2, "vapi_beta1": [run(2.75)] * 2}
+    lines = {line.split(" | ")[0][2:]: line.split(" | ") for line in difference_table(rows, results, None)[2:]}
+    assert lines["v1"][2].startswith("-0.250")
+
+
+def test_job_layout_and_job_errors():
+    from vapi.demo.ablate import job_failed, job_layout
+    from vapi.demo.run import DemoConfig
+    assert job_layout(DemoConfig(threads=1), 9) == (1, 1)  # threads is the total: one process
+    assert job_layout(DemoConfig(jobs=2, threads=4), 9) == (2, 2)
+    assert job_layout(DemoConfig(jobs=8, threads=8), 3) == (3, 2)  # never more processes than runs
+    user = job_failed("main/vapi seed 1", ValueError("reward.mse must be >= 0"))
+    assert isinstance(user, ValueError) and str(user) == "[main/vapi seed 1] reward.mse must be >= 0"
+    assert isinstance(job_failed("main/vapi seed 1", KeyError("x")), RuntimeError)  # a bug keeps its traceback

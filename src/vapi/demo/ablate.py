@@ -36,6 +36,7 @@ from vapi.config import load_config, save_config, to_dict
 from vapi.data.procedural import ProceduralShapes
 from vapi.demo.ablate_report import write_study_report
 from vapi.demo.run import DemoConfig, Stages, post_train, prepare, run_config, stage_key, stage_keys
+from vapi.errors import one_line
 from vapi.models.weights_io import load_pretrained, save_pretrained
 
 
@@ -144,13 +145,20 @@ def save_model(policy, folder: Path, cfg, seed: int, overrides: dict, tokenizer=
         "post_training_seed": seed, "overrides": overrides}, indent=1))
 
 
-def run_key(cfg, overrides: dict, seed: int) -> str:
-    """What a run's result depends on: its resolved RunConfig (not where it writes), the stages' keys, the seed and
-    the evaluation settings. Rows of different studies with the same key are the same run (`reuse_runs`)."""
+RUN_CACHE_FORMAT = 2  # bump when what a cached run holds (eval.json's metrics) changes
+
+
+def run_key(cfg, overrides: dict, seed: int, dirs: dict) -> str:
+    """What a run's result depends on: its resolved RunConfig (not where it writes), the stages (their keys and
+    what they measured), the seed, and the evaluation settings (with the evaluator's reward). Rows of different
+    studies with the same key are the same run (`reuse_runs`)."""
     rc = to_dict(run_config(cfg, overrides, seed, Path("."), cfg.data.image_size))
     for name in ("output_dir", "progress"):
         rc["train"].pop(name)
-    return stage_key(rc, stage_keys(cfg), cfg.data, seed, cfg.eval_samples, cfg.eval_seed, cfg.cfg_scale)
+    stages = [json.loads((Path(d) / "metrics.json").read_text()) if (Path(d) / "metrics.json").is_file() else str(d)
+              for d in dirs.values()]  # what the stages measured: a rebuilt stage is another stage
+    return stage_key(RUN_CACHE_FORMAT, rc, stage_keys(cfg), stages, cfg.data, cfg.post.reward, seed, cfg.eval_samples,
+                     cfg.eval_seed, cfg.cfg_scale)
 
 
 def _store(out: Path, cached: Path) -> None:
@@ -158,10 +166,12 @@ def _store(out: Path, cached: Path) -> None:
     tmp = cached.with_name(f".{cached.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(out, tmp)
-    if cached.exists():
-        shutil.rmtree(tmp)
-    else:
+    try:
         tmp.rename(cached)
+    except OSError:  # another process stored the same run first: keep theirs
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not cached.exists():
+            raise
 
 
 def train_row(setup, row: Row, seed: int, out: Path) -> tuple[dict, float, object, object]:
@@ -169,7 +179,7 @@ def train_row(setup, row: Row, seed: int, out: Path) -> tuple[dict, float, objec
     Returns (metrics, train seconds, policy, tokenizer or None)."""
     cfg, ev = setup.cfg, setup.evaluator
     trains_tokenizer = row.overrides.get("objective.name") == "tokenizer"
-    cached = Path(cfg.cache_dir) / "runs" / run_key(cfg, row.overrides, seed) if cfg.reuse_runs else None
+    cached = Path(cfg.cache_dir) / "runs" / run_key(cfg, row.overrides, seed, setup.dirs) if cfg.reuse_runs else None
     if cached is not None and (cached / "run.json").exists():
         shutil.copytree(cached, out, dirs_exist_ok=True)
         seconds = json.loads((out / "run.json").read_text())["train_seconds"]
@@ -193,8 +203,8 @@ _WORKER: dict = {}  # a job process's own Setup
 
 def _start_worker(cfg, threads: int) -> None:
     cfg = copy.deepcopy(cfg)
-    cfg.threads, cfg.progress = threads, False
-    _WORKER["setup"] = prepare(cfg)  # the stages are cached by the parent's prepare: only loads
+    cfg.threads, cfg.progress, cfg.rebuild = threads, False, False  # the parent's prepare built the stages
+    _WORKER["setup"] = prepare(cfg)  # only loads them
 
 
 def _run_job(study: str, row_name: str, seed: int, out: str) -> tuple[dict, float, float, object]:
@@ -215,11 +225,20 @@ def _eval_base(seed: int) -> tuple[dict, float]:
     return metrics, time.perf_counter() - start
 
 
+def job_failed(what: str, e: Exception) -> Exception:
+    """A job's error, naming the run: a user-caused one stays one line (ValueError), anything else keeps its
+    traceback (the cause)."""
+    message = one_line(e)
+    return ValueError(f"[{what}] {message}") if message is not None else RuntimeError(f"[{what}] failed: {e!r}")
+
+
 def job_layout(cfg, n_runs: int) -> tuple[int, int]:
-    """(job processes, torch threads each): `jobs` 0 = one per CPU core, at most one per run."""
-    cores = os.cpu_count() or 1
-    jobs = max(1, min(cfg.jobs or cores, n_runs))
-    return jobs, max(1, (cfg.threads or cores) // jobs)
+    """(job processes, torch threads each): `jobs` 0 = one per CPU core this process may use, at most one per run;
+    `threads`, when set, is the total (never more processes than threads)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    total = cfg.threads or cores
+    jobs = max(1, min(cfg.jobs or cores, n_runs, total))
+    return jobs, max(1, total // jobs)
 
 
 def run_study(cfg, study: str, rows: list[str] | None = None, folder_prefix: str = "") -> Path:
@@ -270,13 +289,21 @@ def run_study(cfg, study: str, rows: list[str] | None = None, folder_prefix: str
             futures = [pool.submit(_run_job, study, row.name, seed, str(run_dir / f"{row.name}-seed{seed}"))
                        for row, seed in runs]
             results["base"] = []
-            for future in base:
-                metrics, seconds = future.result()
+            for s, future in enumerate(base):
+                try:
+                    metrics, seconds = future.result()
+                except Exception as e:
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    raise job_failed(f"{study}/base evaluation seed {s}", e) from e
                 results["base"].append(metrics)
                 stages.times["eval"] = stages.times.get("eval", 0.0) + seconds
             save()
             for (row, seed), future in zip(runs, futures):  # recorded in order: seed-major, as with one job
-                metrics, seconds, eval_seconds, grid = future.result()
+                try:
+                    metrics, seconds, eval_seconds, grid = future.result()
+                except Exception as e:  # stop the queue; say which run failed
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    raise job_failed(f"{study}/{row.name} seed {seed}", e) from e
                 print(f"[{study}/{row.name} seed {seed}] done ({seconds:.0f} s)", flush=True)
                 stages.times["eval"] = stages.times.get("eval", 0.0) + eval_seconds
                 record(row, seed, metrics, seconds, grid)

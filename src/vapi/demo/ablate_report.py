@@ -35,11 +35,18 @@ def bootstrap_mean_ci(values: list[float], n: int = 10_000, seed: int = 0) -> tu
 
 
 def paired_differences(rows: list[dict], ref: list[dict], metric: str) -> list[float]:
-    """row seed s minus reference seed s (same data order); a single reference (the base) is its mean."""
+    """Row seed s minus reference seed s: two post-trained rows share the data order of seed s. A reference with
+    another number of seeds (an interrupted row) is taken at its mean."""
     if len(ref) != len(rows):
-        base = statistics.fmean(r[metric] for r in ref)
-        return [r[metric] - base for r in rows]
+        return differences_to_base(rows, ref, metric)
     return [a[metric] - b[metric] for a, b in zip(rows, ref)]
+
+
+def differences_to_base(rows: list[dict], base: list[dict], metric: str) -> list[float]:
+    """Row seed s minus the base's mean over its evaluation seeds: the base has no post-training seed to pair with
+    (its entries are sampling seeds, unrelated to a row's seed s)."""
+    mean = statistics.fmean(r[metric] for r in base)
+    return [r[metric] - mean for r in rows]
 
 
 def fmt_ci(values: list[float], spec: str) -> str:
@@ -92,13 +99,13 @@ def difference_table(rows, results: dict, control: str | None) -> list[str]:
         if not runs or not row.train:
             continue
         own = getattr(row, "control", control)  # the row's own matched control (a sweep pairs each setting)
-        ctrl = results.get(own) if control and own else None
+        ctrl = results.get(own) if own else None
         cells = []
         for metric in KEY:
-            cells.append(fmt_ci(paired_differences(runs, base, metric), "{:+.3f}"))
+            cells.append(fmt_ci(differences_to_base(runs, base, metric), "{:+.3f}"))
             cells.append(fmt_ci(paired_differences(runs, ctrl, metric), "{:+.3f}") if ctrl and row.name != own
                          else "")
-        sign = excludes_zero(paired_differences(runs, base, "fid_nocfg"))
+        sign = excludes_zero(differences_to_base(runs, base, "fid_nocfg"))
         ours = {1: "higher", -1: "lower", 0: "no change (CI spans 0)"}[sign] if len(runs) > 1 else "one seed"
         agree = "" if not row.expect or len(runs) < 2 else ("yes" if ours == row.expect else "no")
         lines.append(f"| {row.label} | {cells[0]} | {cells[1]} | {cells[2]} | {cells[3]} | {row.paper or '—'} | "
@@ -110,7 +117,7 @@ def verdict(rows, results: dict, control: str | None) -> list[str]:
     out = []
     if "vapi" in results and control in results:
         v = results["vapi"]
-        d_base = excludes_zero(paired_differences(v, results["base"], "fid_nocfg"))
+        d_base = excludes_zero(differences_to_base(v, results["base"], "fid_nocfg"))
         d_ctrl = excludes_zero(paired_differences(v, results[control], "fid_nocfg"))
         words = {-1: "lower than", 1: "higher than", 0: "not distinguishable from"}
         out.append(f"- VA-π's FID without CFG is {words[d_base]} the base's and {words[d_ctrl]} the matched "
@@ -127,7 +134,7 @@ def verdict(rows, results: dict, control: str | None) -> list[str]:
                    f"{fmt_ci(diffs, '{:+.4f}')} vs the matched control) is {words[excludes_zero(diffs)]} the "
                    f"control's.")
     if control in results and "base" in results:
-        d = excludes_zero(paired_differences(results[control], results["base"], "fid_nocfg"))
+        d = excludes_zero(differences_to_base(results[control], results["base"], "fid_nocfg"))
         out.append("- Base convergence check: the matched CE continuation "
                    + {-1: "**improves** FID beyond the interval: the base is not at its plateau for these "
                           "settings.", 1: "makes FID worse (interval above zero): the base is not undertrained "

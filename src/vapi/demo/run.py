@@ -60,7 +60,7 @@ def demo_objective() -> ObjectiveConfig:
 
 @dataclass
 class PostTrain:
-    steps: int = helpf(30, "rollout batches of every post-training run (VA-π and its controls alike)")
+    steps: int = helpf(24, "rollout batches of every post-training run (VA-π and its controls alike)")
     images_per_step: int = helpf(32, "real images per rollout batch (× G decodes and rewards per step: the cost)")
     micro_batch_size: int = helpf(1024, "sequences per forward/backward (shared layout: one forward per image)")
     objective: ObjectiveConfig = field(default_factory=demo_objective)
