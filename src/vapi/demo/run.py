@@ -232,7 +232,7 @@ class Evaluator:
         self.val_labels = self.test_labels[:n]
         self.ref_feats = reference_features(self.extractor, self.test_images)
         self.labels = balanced_labels(cfg.eval_samples, 10)
-        self._alignment: dict = {}
+        self._alignment: tuple | None = None  # (tokenizer, its numbers)
 
     def __call__(self, policy, with_alignment: bool = False, seed: int | None = None, vq=None) -> dict:
         """`vq`: a post-trained tokenizer to decode with (its encoder is the original's); default the demo's."""
@@ -263,11 +263,11 @@ class Evaluator:
     def tokenizer_alignment(self, score) -> dict:
         """What does not depend on the generator, once per tokenizer: its reconstruction error (and reward) on the
         held-out images, and the re-encode change of their tokens."""
-        if self._alignment.get("vq") is not self.vq:
+        if self._alignment is None or self._alignment[0] is not self.vq:
             x = self.test_images[:500]
-            self._alignment = {"vq": self.vq, **reconstruction_error(self.vq, x, score=score),
-                               "reencode_change_real": reencode_change_rate(self.vq, self.vq.encode(x))}
-        return {k: v for k, v in self._alignment.items() if k != "vq"}
+            self._alignment = (self.vq, {**reconstruction_error(self.vq, x, score=score),
+                                         "reencode_change_real": reencode_change_rate(self.vq, self.vq.encode(x))})
+        return dict(self._alignment[1])
 
     def validation(self, policy) -> dict:
         """Clean teacher-forced CE, token accuracy and entropy on the held-out images' tokens."""

@@ -75,36 +75,35 @@ def teacher_forced_sample_error(gpt, vq, images: torch.Tensor, labels: torch.Ten
     was = gpt.training
     gpt.eval()
     g = torch.Generator().manual_seed(seed)
-    err, reward = [], []
-    for s in range(0, len(images), batch_size):
-        x, y = images[s:s + batch_size], labels[s:s + batch_size]
+
+    def sample(x, y):
         codes = vq.encode(x)  # [b, T]
         logits = gpt.teacher_forced_logits(y, codes) / temperature  # [b, T, V]
-        sampled = torch.multinomial(logits.softmax(-1).flatten(0, 1), 1, generator=g).view_as(codes)
-        decoded = vq.decode(sampled)  # [b, 3, H, W]
-        err.append((decoded - x).pow(2).flatten(1).mean(1))
-        if score is not None:
-            reward.append(score(decoded, x))
+        return torch.multinomial(logits.softmax(-1).flatten(0, 1), 1, generator=g).view_as(codes)
+
+    out = _decoded_error("tf_sample", vq, images, labels, sample, batch_size, score)
     gpt.train(was)
-    out = {"tf_sample_mse": torch.cat(err).mean().item()}
-    if reward:
-        out["tf_sample_reward"] = torch.cat(reward).mean().item()
     return {**out, **(reconstruction_error(vq, images, batch_size, score) if reconstruction else {})}
 
 
 @torch.no_grad()
 def reconstruction_error(vq, images: torch.Tensor, batch_size: int = 250, score=None) -> dict:
     """The tokenizer's own pixel MSE on `images` (decode(encode(x)) vs x), and `score`'s mean on it if given."""
+    return _decoded_error("recon", vq, images, images, lambda x, _: vq.encode(x), batch_size, score)
+
+
+def _decoded_error(name: str, vq, images, conditions, tokens_of, batch_size: int, score) -> dict:
+    """{name_mse, name_reward}: pixel MSE (and `score`) of vq.decode(tokens_of(x, c)) against x, over batches."""
     err, reward = [], []
     for s in range(0, len(images), batch_size):
         x = images[s:s + batch_size]
-        decoded = vq.decode(vq.encode(x))  # [b, 3, H, W]
+        decoded = vq.decode(tokens_of(x, conditions[s:s + batch_size]))  # [b, 3, H, W]
         err.append((decoded - x).pow(2).flatten(1).mean(1))
         if score is not None:
             reward.append(score(decoded, x))
-    out = {"recon_mse": torch.cat(err).mean().item()}
+    out = {f"{name}_mse": torch.cat(err).mean().item()}
     if reward:
-        out["recon_reward"] = torch.cat(reward).mean().item()
+        out[f"{name}_reward"] = torch.cat(reward).mean().item()
     return out
 
 
