@@ -35,6 +35,7 @@ def test_tiny_demo_end_to_end(tmp_path, capsys):
     assert set(results) == {"base", "control", "vapi", "vapi_no_prior"}
     assert len(results["vapi"]) == 2 and len(results["base"]) == 2  # 2 seeds; 2 evaluation seeds of the base
     assert (run / "vapi-seed1" / "model" / "config.json").is_file() and (run / "vapi-seed1" / "eval_settings.json").is_file()
+    assert '"val_ce"' in (run / "vapi-seed1" / "metrics.jsonl").read_text()  # post.eval_steps=2: curves of val CE
     for runs in results.values():
         for r in runs:
             assert all(math.isfinite(v) for v in r.values()), r
@@ -65,9 +66,11 @@ def test_ablate_lists_rows(capsys):
 def test_tiny_baselines_run_through_ablate(tmp_path):
     """STE, the post-trained tokenizer (evaluated with its own decoder) and free-running GRPO on the demo's stages."""
     args = ["ablate", "main", "--rows", "base,ste,tokenizer,grpo", *TINY, f"out_dir={tmp_path / 'runs'}",
-            f"cache_dir={tmp_path / 'cache'}", "seeds=1", "eval_seeds=1"]
+            f"cache_dir={tmp_path / 'cache'}", "seeds=1", "eval_seeds=1", "post.eval_steps=0"]
     assert main(args) == 0
     run = next((tmp_path / "runs").glob("ablate-main-*"))
+    logged = (run / "ste-seed0" / "metrics.jsonl").read_text()
+    assert "prior_ce" in logged and "val_ce" not in logged  # no validation during training at post.eval_steps=0
     results = json.loads((run / "results.json").read_text())["results"]
     assert set(results) == {"base", "ste", "tokenizer", "grpo"}
     assert (run / "tokenizer-seed0" / "tokenizer" / "config.json").is_file()

@@ -72,8 +72,10 @@ def moving_average(values, window: int) -> list[float]:
 
 
 def plot_curves(curves: dict, path: Path) -> None:
-    keys = [("reward", "reward (teacher-forced samples)"), ("val_ce", "clean validation CE (nats)"),
-            ("val_entropy", "entropy of the prior (nats)"), ("grad_norm", "gradient norm")]
+    keys = [("reward", "reward (teacher-forced samples)"), ("prior_ce", "prior CE on the training batch (nats)"),
+            ("entropy", "policy entropy (nats)"), ("grad_norm", "gradient norm")]
+    if any("val_ce" in line for files in curves.values() for f in files for line in Path(f).read_text().splitlines()):
+        keys.insert(2, ("val_ce", "clean validation CE (nats)"))  # post.eval_steps > 0
     fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4))
     for ax, (key, title) in zip(axes, keys):
         for variant, files in curves.items():

@@ -67,7 +67,8 @@ class PostTrain:
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(learning_rate=1e-4, weight_decay=0.0))
     reward: RewardConfig = field(default_factory=lambda: RewardConfig(mse=1.0, lpips=0.0, perceptual=1.0,
                                                                       perceptual_path="demo", chunk_size=256))
-    eval_steps: int = helpf(10, "clean validation CE and entropy every N steps")
+    eval_steps: int = helpf(0, "clean validation CE and entropy every N post-training steps, for the curves (0 = "
+                               "only in the final evaluation; each costs about 5 s at one thread)")
 
 
 VARIANTS = ("base", "control", "ce", "vapi", "vapi_no_prior")  # the rows of `vapi ablate main` (ablate.STUDIES)
@@ -322,7 +323,9 @@ def post_train(setup: Setup, overrides: dict, seed: int, out: Path
     cfg = setup.cfg
     rc = run_config(cfg, overrides, seed, out, cfg.data.image_size, setup.dirs["perceptual"])
     policy, vq = copy.deepcopy(setup.base), copy.deepcopy(setup.vq)
-    trainer = Trainer(rc, policy, vq, setup.train, eval_fn=setup.evaluator.validation, eval_steps=cfg.post.eval_steps)
+    every = cfg.post.eval_steps
+    trainer = Trainer(rc, policy, vq, setup.train, eval_fn=setup.evaluator.validation if every else None,
+                      eval_steps=every)
     start = time.perf_counter()
     trainer.train()
     return policy, vq.eval().requires_grad_(False), time.perf_counter() - start
