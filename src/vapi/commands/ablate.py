@@ -13,7 +13,8 @@ def add_parser(sub) -> None:
         sub, "ablate", DemoConfig,
         help="run a study (rows × seeds) on the demo's stages; writes runs/ablate-<study>-<time>/report.md",
         description="Studies: " + ", ".join(STUDIES) + ". Options are the demo's (--config FILE, then key=value); "
-                    "each row overrides only what it varies.",
+                    "each row overrides only what it varies. Your own stages and class folders: tokenizer_path, "
+                    "prior_path, evalnet_path, perceptual_path, data.root, data.test_root.",
         config_help="YAML file of demo options", positional=("study", dict(choices=sorted(STUDIES),
                                                                            help="which table")))
     p.add_argument("--rows", help="comma list of rows to run (default: all; see --list)")

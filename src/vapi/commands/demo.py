@@ -13,7 +13,8 @@ def add_parser(sub) -> None:
         sub, "demo", DemoConfig,
         help="the main study's core on the embedded shapes: base, matched control, VA-π, β = 0, with intervals",
         description="The whole VA-π story on a CPU with nothing to download. Cached stages are reused; "
-                    "options: --config FILE (YAML) then key=value overrides.",
+                    "options: --config FILE (YAML) then key=value overrides. Your own stages and class folders: "
+                    "tokenizer_path, prior_path, evalnet_path, perceptual_path, data.root, data.test_root.",
         config_help="YAML file of demo options")
     p.add_argument("--seeds", type=int, help="post-training seeds per row (intervals are over seeds)")
     p.add_argument("--rebuild", action="store_true", help="train the pretrained stages from their config instead "

@@ -17,6 +17,7 @@ perceptual term stands in for the paper's LPIPS (see `objectives.perceptual`).
     vapi ablate main                 # runs/ablate-main-<time>/report.md
     vapi ablate noise seeds=3 post.steps=50
     vapi ablate main --rows base,control,vapi
+    vapi ablate main tokenizer_path=TOK prior_path=GPT data.root=TRAIN data.test_root=TEST   # the user's own
 """
 from __future__ import annotations
 
@@ -33,9 +34,8 @@ from pathlib import Path
 import torch
 
 from vapi.config import load_config, save_config, to_dict
-from vapi.data.procedural import ProceduralShapes
 from vapi.demo.ablate_report import write_study_report
-from vapi.demo.run import DemoConfig, Stages, post_train, prepare, run_config, stage_key, stage_keys
+from vapi.demo.run import DemoConfig, Stages, datasets, post_train, prepare, run_config, stage_key
 from vapi.errors import one_line
 from vapi.models.weights_io import load_pretrained, save_pretrained
 
@@ -148,17 +148,18 @@ def save_model(policy, folder: Path, cfg, seed: int, overrides: dict, tokenizer=
 RUN_CACHE_FORMAT = 2  # bump when what a cached run holds (eval.json's metrics) changes
 
 
-def run_key(cfg, overrides: dict, seed: int, dirs: dict) -> str:
-    """What a run's result depends on: its resolved RunConfig (not where it writes), the stages (their keys and
-    what they measured), the seed, and the evaluation settings (with the evaluator's reward). Rows of different
-    studies with the same key are the same run (`reuse_runs`)."""
+def run_key(setup, overrides: dict, seed: int) -> str:
+    """What a run's result depends on: its resolved RunConfig (not where it writes), the data and the stages (their
+    keys and what they measured), the seed, and the evaluation settings (with the evaluator's reward). Rows of
+    different studies with the same key are the same run (`reuse_runs`)."""
+    cfg = setup.cfg
     rc = to_dict(run_config(cfg, overrides, seed, Path("."), cfg.data.image_size))
     for name in ("output_dir", "progress"):
         rc["train"].pop(name)
     stages = [json.loads((Path(d) / "metrics.json").read_text()) if (Path(d) / "metrics.json").is_file() else str(d)
-              for d in dirs.values()]  # what the stages measured: a rebuilt stage is another stage
-    return stage_key(RUN_CACHE_FORMAT, rc, stage_keys(cfg), stages, cfg.data, cfg.post.reward, seed, cfg.eval_samples,
-                     cfg.eval_seed, cfg.cfg_scale)
+              for d in setup.dirs.values()]  # what the stages measured: a rebuilt stage is another stage
+    return stage_key(RUN_CACHE_FORMAT, rc, setup.keys, stages, setup.data_id, cfg.post.reward, seed,
+                     cfg.eval_samples, cfg.eval_seed, cfg.cfg_scale)
 
 
 def _store(out: Path, cached: Path) -> None:
@@ -179,7 +180,7 @@ def train_row(setup, row: Row, seed: int, out: Path) -> tuple[dict, float, objec
     Returns (metrics, train seconds, policy, tokenizer or None)."""
     cfg, ev = setup.cfg, setup.evaluator
     trains_tokenizer = row.overrides.get("objective.name") == "tokenizer"
-    cached = Path(cfg.cache_dir) / "runs" / run_key(cfg, row.overrides, seed, setup.dirs) if cfg.reuse_runs else None
+    cached = Path(cfg.cache_dir) / "runs" / run_key(setup, row.overrides, seed) if cfg.reuse_runs else None
     if cached is not None and (cached / "run.json").exists():
         shutil.copytree(cached, out, dirs_exist_ok=True)
         seconds = json.loads((out / "run.json").read_text())["train_seconds"]
@@ -242,9 +243,9 @@ def job_layout(cfg, n_runs: int) -> tuple[int, int]:
 
 
 def run_study(cfg, study: str, rows: list[str] | None = None, folder_prefix: str = "") -> Path:
-    """Run every row × seed of `study` on the demo's stages (cfg: a demo.DemoConfig); returns the report path.
-    With `jobs` > 1 the runs go to that many processes (each its own torch threads); every run's result depends
-    only on its row and seed, so the study is the same whatever the order they finish in."""
+    """Run every row × seed of `study` on the demo's stages, or the user's (cfg: a demo.DemoConfig); returns the
+    report path. With `jobs` > 1 the runs go to that many processes (each its own torch threads); every run's
+    result depends only on its row and seed, so the study is the same whatever the order they finish in."""
     selected = select_rows(study, rows)
     run_dir = Path(cfg.out_dir) / time.strftime(f"{folder_prefix or 'ablate-' + study}-%Y%m%d-%H%M%S")
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -252,7 +253,8 @@ def run_study(cfg, study: str, rows: list[str] | None = None, folder_prefix: str
     setup = prepare(cfg)
     ev, stages = setup.evaluator, setup.stages
     (run_dir / "study.json").write_text(json.dumps({"study": study, "rows": [r.name for r in selected],
-                                                    "stages": {k: str(v) for k, v in setup.dirs.items()}}, indent=1))
+                                                    "stages": {k: str(v) for k, v in setup.dirs.items()},
+                                                    "keys": setup.keys}, indent=1))
     # seed-major: an interrupted study still has paired rows for its first seeds
     runs = [(row, seed) for seed in range(cfg.seeds) for row in selected if row.train]
     jobs, threads = job_layout(cfg, len(runs))
@@ -260,7 +262,8 @@ def run_study(cfg, study: str, rows: list[str] | None = None, folder_prefix: str
     grids = {"base": ev.grid(setup.base)}
     curves, times = {}, {}
     save = lambda: (run_dir / "results.json").write_text(json.dumps(  # noqa: E731
-        {"results": results, "times": stages.times, "train_seconds": times, "cached": stages.cached}, indent=1))
+        {"results": results, "times": stages.times, "train_seconds": times, "cached": stages.cached,
+         "user_stages": stages.user}, indent=1))
 
     def record(row, seed, metrics, seconds, grid):
         times.setdefault(row.name, []).append(seconds)
@@ -308,7 +311,7 @@ def run_study(cfg, study: str, rows: list[str] | None = None, folder_prefix: str
                 stages.times["eval"] = stages.times.get("eval", 0.0) + eval_seconds
                 record(row, seed, metrics, seconds, grid)
     return write_study_report(run_dir, cfg, study, selected, results, grids, curves, stages, times,
-                              ev.test_images[:80])
+                              ev.test_images[:80], ev.num_classes)
 
 
 def rewrite_report(run_dir: str | Path) -> Path:
@@ -326,9 +329,9 @@ def rewrite_report(run_dir: str | Path) -> Path:
             results[row.name] = [json.loads(f.read_text()) for f in found]
     rows = [r for r in select_rows(study["study"], study["rows"]) if r.name in results]
     stages = Stages(cfg.cache_dir)
-    stages.times, stages.cached = saved["times"], saved["cached"]
+    stages.times, stages.cached, stages.user = saved["times"], saved["cached"], saved.get("user_stages", {})
     curves = {r.name: sorted(run_dir.glob(f"{r.name}-seed*/metrics.jsonl")) for r in rows if r.train}
-    test = ProceduralShapes(80, cfg.data.image_size, seed=cfg.data.seed + 1)
-    real = torch.stack([test[i][0] for i in range(80)])
+    test = datasets(cfg.data)[1]
+    real = torch.stack([test[i][0] for i in range(min(80, len(test)))])
     return write_study_report(run_dir, cfg, study["study"], rows, results, {}, curves, stages,
-                              saved.get("train_seconds", {}), real)
+                              saved.get("train_seconds", {}), real, test.num_classes)

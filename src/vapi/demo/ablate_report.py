@@ -166,8 +166,37 @@ def plot_rows(rows, results: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def data_line(cfg, num_classes: int) -> str:
+    """The report's first words: which images, at which size, how many classes."""
+    d, side = cfg.data, f"{cfg.data.image_size}×{cfg.data.image_size}"
+    if d.root:
+        return f"The user's images: `{d.root}` (training), `{d.test_root}` (held out), {side}, {num_classes} classes."
+    return f"Procedural shapes {side}, {num_classes} classes."
+
+
+def network_lines(cfg, user: dict) -> list[str]:
+    """The report's "Networks" section: the user's stages by folder and content key (`user`: Stages.user), the
+    demo's by their settings."""
+    def which(name: str, demo: str) -> str:
+        if name not in user:
+            return demo
+        return f"the user's `{user[name]['folder']}`, content key {user[name]['key']}, used as given"
+
+    if "tokenizer" in user:  # the prior: the user's, or the demo's built on the user's tokenizer
+        prior = which("prior", "the demo's, built on it")
+        tokenizer_prior = f"- tokenizer: {which('tokenizer', '')}; prior: {prior}"
+    else:
+        tokenizer_prior = "- tokenizer, prior: the demo's stages (study.json names their folders)"
+    evalnet = which("evalnet", f"convnet widths {cfg.evalnet.widths}, seed {cfg.evalnet.seed}")
+    perceptual = which("perceptual", f"convnet widths {cfg.perceptual.widths}, seed {cfg.perceptual.seed}, its own "
+                                     "training run")
+    return [f"{tokenizer_prior}; the tokenizer stays frozen.",
+            f"- evaluation network ({evalnet}): measures only; never a loss or a reward.",
+            f"- perceptual reward network ({perceptual}): LPIPS-style distance, no learned heads."]
+
+
 def write_study_report(run_dir: Path, cfg, study: str, rows, results: dict, grids: dict, curves: dict, stages,
-                       times: dict, real) -> Path:
+                       times: dict, real, num_classes: int) -> Path:
     control = "control" if "control" in results else None
     save_grid(real, run_dir / "real.png", nrow=8)
     for name, images in grids.items():
@@ -183,7 +212,7 @@ def write_study_report(run_dir: Path, cfg, study: str, rows, results: dict, grid
     diffs = difference_table(rows, results, control)
     lines = [
         f"# vapi ablate {study}", "",
-        f"Procedural shapes {cfg.data.image_size}×{cfg.data.image_size}, 10 classes. Post-training: {p.steps} steps, "
+        f"{data_line(cfg, num_classes)} Post-training: {p.steps} steps, "
         f"{p.images_per_step} images/step × G {p.objective.num_generations}, lr {p.optim.learning_rate:g}, update in "
         f"{p.objective.policy_mode} mode, ξ {p.objective.context_noise:g}, β {p.objective.prior_weight:g}, reward "
         f"MSE {p.reward.mse:g} + perceptual {p.reward.perceptual:g} + LPIPS {p.reward.lpips:g}; each row overrides "
@@ -206,11 +235,7 @@ def write_study_report(run_dir: Path, cfg, study: str, rows, results: dict, grid
         f"- tokens changed by decode → re-encode: {base['reencode_change']:.3f} (free-running samples) vs "
         f"{base['reencode_change_real']:.3f} (real images)", "",
         "## Networks", "",
-        "- tokenizer, prior: the demo's stages (study.json names their folders); the tokenizer stays frozen.",
-        f"- evaluation network (convnet widths {cfg.evalnet.widths}, seed {cfg.evalnet.seed}): measures only; never "
-        "a loss or a reward.",
-        f"- perceptual reward network (convnet widths {cfg.perceptual.widths}, seed {cfg.perceptual.seed}, its own "
-        "training run): LPIPS-style distance, no learned heads.", "",
+        *network_lines(cfg, stages.user), "",
         "## Pictures", "", "![real](real.png)",
         *[f"![{n}](samples_{n}.png) {labels.get(n, n)}" for n in dict.fromkeys(shown)], "",
         *(["![curves](curves.png)", ""] if curves else []),

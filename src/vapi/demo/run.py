@@ -7,6 +7,8 @@ they depend on; `rebuild=true` trains them from their config):
   prior       a small LlamaGen GPT on its tokens, trained to its plateau (vapi pretrain prior)
   evalnet     a classifier that only MEASURES (own widths and seed)       (vapi pretrain features)
   perceptual  another classifier (other widths, seed and run): the backbone of the reward's LPIPS-style term
+A user's own stages and data go through the same keys (`tokenizer_path`, `prior_path`, `evalnet_path`,
+`perceptual_path`, `data.root`, `data.test_root`; rules in `vapi.demo.user`); the user's stages are used as given.
 Then `vapi.demo.ablate` post-trains copies of the base prior through the same `Trainer` as `vapi train` (VA-π, its
 matched control = VA-π with the policy term off, β = 0, ...) over seeds, evaluates every model the same way and
 writes the report. The demo is the `main` study's core rows.
@@ -27,6 +29,7 @@ import torch
 
 from vapi.config import helpf, save_config, to_dict
 from vapi.data.procedural import ProceduralShapes
+from vapi.demo.user import check_stages, content_key, read_stage, user_data, user_paths
 from vapi.eval.features import ClassifierExtractor, compute_features
 from vapi.eval.generation import (balanced_labels, feature_metrics, reconstruction_error, reencode_change_rate,
                                   reference_features, teacher_forced_eval, teacher_forced_sample_error)
@@ -42,12 +45,23 @@ from vapi.training.optim import OptimConfig
 from vapi.training.trainer import Trainer
 
 
+USER_DATA = ("root", "test_root")  # DemoData's folder keys: left out of the procedural data's identity
+
+
 @dataclass
 class DemoData:
     train_images: int = helpf(30_000, "procedural training images")
     test_images: int = helpf(2_000, "held-out images: the FID reference and the clean validation CE")
-    image_size: int = helpf(32, "image side")
-    seed: int = helpf(0, "dataset seed (test split uses seed + 1)")
+    image_size: int = helpf(32, "image side (the user's images are center-cropped and resized to it)")
+    seed: int = helpf(0, "dataset seed (test split uses seed + 1; the user's held-out images: their order)")
+    root: str = helpf("", "the user's training images, root/<class_name>/<image>; '' = the procedural shapes")
+    test_root: str = helpf("", "the user's held-out images (same class folders as data.root): the FID reference "
+                               "and the clean validation CE")
+
+    def __post_init__(self):
+        if bool(self.root) != bool(self.test_root):
+            raise ValueError("root and test_root go together: give both (training class folders and a held-out set "
+                             "of the same classes), or neither for the procedural shapes")
 
 
 def demo_objective() -> ObjectiveConfig:
@@ -94,6 +108,14 @@ class DemoConfig:
     jobs: int = helpf(0, "post-training runs at once, each in its own process (0 = one per CPU core, at most one "
                          "per run); torch threads are shared out among them")
     threads: int = helpf(0, "torch CPU threads (0 = torch's default); on a shared machine 1 avoids thrashing")
+    tokenizer_path: str = helpf("", "the user's tokenizer: a LlamaGen VQ model folder (vapi convert, vapi pretrain "
+                                    "tokenizer), used as given; '' = the demo's")
+    prior_path: str = helpf("", "the user's prior: a class-conditional LlamaGen GPT model folder on tokenizer_path's "
+                                "codes (needs tokenizer_path); '' = the demo's, built on the tokenizer")
+    evalnet_path: str = helpf("", "the user's measuring network: a vapi pretrain features folder with the data's "
+                                  "classes; '' = the demo's")
+    perceptual_path: str = helpf("", "the user's perceptual reward network: a vapi pretrain features folder; '' = "
+                                     "the demo's")
     data: DemoData = field(default_factory=DemoData)
     tokenizer: TokenizerPretrainConfig = field(default_factory=lambda: TokenizerPretrainConfig(steps=450))
     prior: PriorPretrainConfig = field(default_factory=lambda: PriorPretrainConfig(steps=2000))
@@ -115,6 +137,9 @@ class DemoConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.cfg_scale >= 0:
             raise ValueError(f"cfg_scale must be >= 0 (1 = off), got {self.cfg_scale}")
+        if self.prior_path and not self.tokenizer_path:
+            raise ValueError("prior_path needs tokenizer_path: the prior predicts its tokenizer's codes; give "
+                             "tokenizer_path=DIR, the tokenizer it was trained on")
 
 
 def stage_key(*parts) -> str:
@@ -132,6 +157,7 @@ class Stages:
 
     def __init__(self, cache_dir: Path, shipped_dir: str = "", rebuild: bool = False):
         self.cache_dir, self.times, self.cached = Path(cache_dir), {}, {}
+        self.user: dict[str, dict] = {}  # stage → {"folder", "key"}: the user's stages
         self.shipped = None if rebuild or not shipped_dir else (repo_assets() if shipped_dir == "auto"
                                                                  else Path(shipped_dir))
         self.rebuild = rebuild
@@ -153,6 +179,12 @@ class Stages:
         self.times[name], self.cached[name] = time.perf_counter() - start, hit
         return folder
 
+    def user_stage(self, name: str, folder: Path, key: str) -> Path:
+        """The user's stage folder, used as given: never built, written or cached."""
+        print(f"[{name}] the user's {folder} (key {key})", flush=True)
+        self.times[name], self.cached[name], self.user[name] = 0.0, "user", {"folder": str(folder), "key": key}
+        return folder
+
     def timed(self, name: str, fn):
         start = time.perf_counter()
         out = fn()
@@ -160,28 +192,55 @@ class Stages:
         return out
 
 
-def stage_keys(cfg: "DemoConfig") -> dict[str, str]:
-    """Each pretrained stage's key: a hash of its config and of everything it depends on."""
-    data_key = stage_key(cfg.data)
-    tok_key = stage_key(data_key, cfg.tokenizer)
-    return {"tokenizer": tok_key, "prior": stage_key(tok_key, cfg.prior),
-            "evalnet": stage_key(data_key, cfg.evalnet), "perceptual": stage_key(data_key, cfg.perceptual)}
+def data_identity(d: DemoData) -> dict:
+    """What the data is, in the stage and run keys: the procedural settings (without the empty folder keys), or the
+    image size, the seed and a hash of each of the user's folders (reads every file once)."""
+    if d.root:
+        return {"image_size": d.image_size, "seed": d.seed, "root": content_key(Path(d.root).expanduser()),
+                "test_root": content_key(Path(d.test_root).expanduser())}
+    return {k: v for k, v in to_dict(d).items() if k not in USER_DATA}
 
 
-def build_stages(cfg: "DemoConfig", stages: Stages, train) -> dict[str, Path]:
-    keys = stage_keys(cfg)
-    dirs = {"tokenizer": stages.cached_stage("tokenizer", keys["tokenizer"],
-                                             lambda f: pretrain_tokenizer(cfg.tokenizer, train, f))}
-    dirs["prior"] = stages.cached_stage("prior", keys["prior"],
-                                        lambda f: pretrain_prior(cfg.prior, dirs["tokenizer"], train, f))
+def stage_keys(cfg: "DemoConfig", data_id: dict | None = None) -> dict[str, str]:
+    """Each stage's key. The user's: a hash of its files. A built one: a hash of its config and of everything it
+    depends on (`data_id`, the data's identity, computed when not given; the prior: its tokenizer, and the data
+    when the tokenizer is the user's)."""
+    data_key = stage_key(data_identity(cfg.data) if data_id is None else data_id)
+    user = {name: content_key(folder) for name, folder in user_paths(cfg).items()}
+    tok_key = user.get("tokenizer") or stage_key(data_key, cfg.tokenizer)
+    prior_key = stage_key(tok_key, data_key, cfg.prior) if "tokenizer" in user else stage_key(tok_key, cfg.prior)
+    return {"tokenizer": tok_key, "prior": user.get("prior") or prior_key,
+            "evalnet": user.get("evalnet") or stage_key(data_key, cfg.evalnet),
+            "perceptual": user.get("perceptual") or stage_key(data_key, cfg.perceptual)}
+
+
+def build_stages(cfg: "DemoConfig", stages: Stages, train, keys: dict[str, str]) -> dict[str, Path]:
+    """Every stage's folder: the user's as given, else shipped, cached or built from `train`."""
+    user = user_paths(cfg)
+
+    def stage(name, build):
+        if name in user:
+            return stages.user_stage(name, user[name], keys[name])
+        return stages.cached_stage(name, keys[name], build)
+
+    dirs = {"tokenizer": stage("tokenizer", lambda f: pretrain_tokenizer(cfg.tokenizer, train, f))}
+    dirs["prior"] = stage("prior", lambda f: pretrain_prior(cfg.prior, dirs["tokenizer"], train, f))
     for name in ("evalnet", "perceptual"):
         sub = getattr(cfg, name)
-        dirs[name] = stages.cached_stage(name, keys[name], lambda f, sub=sub: pretrain_features(sub, train, f))
+        dirs[name] = stage(name, lambda f, sub=sub: pretrain_features(sub, train, f))
     for name, folder in dirs.items():
-        if folder.parent != Path(cfg.cache_dir):
+        if name in user or folder.parent != Path(cfg.cache_dir):
             continue
         save_config(getattr(cfg, name), folder / "config.yaml")
     return dirs
+
+
+def datasets(d: DemoData) -> tuple:
+    """(training, held-out) datasets: the user's class folders, else the procedural shapes."""
+    if d.root:
+        return user_data(d)
+    return (ProceduralShapes(d.train_images, d.image_size, seed=d.seed),
+            ProceduralShapes(d.test_images, d.image_size, seed=d.seed + 1))
 
 
 def apply_overrides(obj, overrides: dict) -> None:
@@ -219,12 +278,16 @@ def run_config(cfg: "DemoConfig", overrides: dict, seed: int, out: Path, image_s
     return rc
 
 
+GRID_CLASSES = 16  # rows of a sample grid at most
+
+
 class Evaluator:
     """Evaluates any generator the same way: same labels, same sampling seed, same measuring network."""
 
-    def __init__(self, cfg: DemoConfig, vq, evalnet, test: ProceduralShapes, reward=None):
-        """`reward`: the demo's reward (not a row's), scored on held-out teacher-forced samples: VA-π's objective."""
-        self.cfg, self.vq, self.reward = cfg, vq, reward
+    def __init__(self, cfg: DemoConfig, vq, evalnet, test, reward=None):
+        """`test`: the held-out dataset (its `num_classes` are the labels'); `reward`: the demo's reward (not a
+        row's), scored on held-out teacher-forced samples: VA-π's objective."""
+        self.cfg, self.vq, self.reward, self.num_classes = cfg, vq, reward, test.num_classes
         self.extractor = ClassifierExtractor(evalnet)
         n = min(len(test), 1000)
         self.test_images = torch.stack([test[i][0] for i in range(len(test))])
@@ -232,7 +295,7 @@ class Evaluator:
         self.val_tokens = vq.encode(self.test_images[:n])
         self.val_labels = self.test_labels[:n]
         self.ref_feats = reference_features(self.extractor, self.test_images)
-        self.labels = balanced_labels(cfg.eval_samples, 10)
+        self.labels = balanced_labels(cfg.eval_samples, self.num_classes)
         self._alignment: tuple | None = None  # (tokenizer, its numbers)
 
     def __call__(self, policy, with_alignment: bool = False, seed: int | None = None, vq=None) -> dict:
@@ -281,7 +344,8 @@ class Evaluator:
                              generator=torch.Generator().manual_seed(seed), return_tokens=True)
 
     def grid(self, policy, per_class: int = 8, vq=None) -> torch.Tensor:
-        labels = torch.arange(10).repeat_interleave(per_class)
+        """`per_class` samples of each of the first GRID_CLASSES classes, a row each."""
+        labels = torch.arange(min(self.num_classes, GRID_CLASSES)).repeat_interleave(per_class)
         return self.sample(policy, vq or self.vq, labels, 1.0, self.cfg.eval_seed)[0]
 
 
@@ -291,29 +355,33 @@ class Setup:
 
     cfg: DemoConfig
     stages: Stages
-    train: ProceduralShapes
+    train: torch.utils.data.Dataset
     dirs: dict
     vq: torch.nn.Module
     evaluator: Evaluator
     base: torch.nn.Module
+    keys: dict  # stage → key (stage_keys)
+    data_id: dict  # the data's identity (data_identity)
 
 
 def prepare(cfg: DemoConfig) -> Setup:
     torch.use_deterministic_algorithms(True)  # bit-reproducible builds and runs on a given machine
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    configs = {name: read_stage(name, folder) for name, folder in user_paths(cfg).items()}
     stages = Stages(cfg.cache_dir, cfg.shipped_dir, cfg.rebuild)
-    d = cfg.data
-    train = stages.timed("data", lambda: ProceduralShapes(d.train_images, d.image_size, seed=d.seed))
-    test = ProceduralShapes(d.test_images, d.image_size, seed=d.seed + 1)
-    dirs = build_stages(cfg, stages, train)
+    train, test = stages.timed("data", lambda: datasets(cfg.data))
+    check_stages(cfg, configs, train.num_classes)
+    data_id = data_identity(cfg.data)
+    keys = stage_keys(cfg, data_id)
+    dirs = build_stages(cfg, stages, train, keys)
     vq = load_pretrained(dirs["tokenizer"]).eval().requires_grad_(False)
     reward_cfg = copy.deepcopy(cfg.post.reward)
     if reward_cfg.perceptual_path == "demo":
         reward_cfg.perceptual_path = str(dirs["perceptual"])
     evaluator = stages.timed("eval", lambda: Evaluator(cfg, vq, load_pretrained(dirs["evalnet"]), test,
                                                        Reward(reward_cfg).eval()))
-    return Setup(cfg, stages, train, dirs, vq, evaluator, load_pretrained(dirs["prior"]))
+    return Setup(cfg, stages, train, dirs, vq, evaluator, load_pretrained(dirs["prior"]), keys, data_id)
 
 
 def post_train(setup: Setup, overrides: dict, seed: int, out: Path
