@@ -4,8 +4,7 @@
                   prepare() and post_train(): what every study row shares
     user          a user's own stages and class folders in place of the demo's: checks, content keys, loading
     ablate        the studies (rows of overrides) and run_study(), which `vapi demo` and `vapi ablate` call
-    report        the demo's report helpers (table, verdict, training curves)
-    ablate_report a study's report: bootstrap intervals over seeds, the paper's directions, plots
+    ablate_report a study's report: bootstrap intervals over seeds, the paper's directions, plots, curves
     assets        the stages shipped in assets/demo: `python -m vapi.demo.assets ship|verify`
 
 It sits beside `commands`, above `pretrain`, `training` and `eval`: nothing below imports it.

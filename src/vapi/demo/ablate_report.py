@@ -3,6 +3,7 @@
 a verdict computed from the intervals, PNG plots, sample grids, training curves and wall times."""
 from __future__ import annotations
 
+import json
 import random
 import statistics
 from pathlib import Path
@@ -12,7 +13,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from vapi.demo.report import plot_curves  # noqa: E402
 from vapi.imageio import save_grid  # noqa: E402
 
 METRICS = [("fid_nocfg", "FID", "{:.3f}"), ("fid_cfg", "FID (CFG)", "{:.3f}"), ("is_nocfg", "IS", "{:.2f}"),
@@ -22,6 +22,37 @@ METRICS = [("fid_nocfg", "FID", "{:.3f}"), ("fid_cfg", "FID (CFG)", "{:.3f}"), (
            ("tf_sample_reward", "held-out TF reward", "{:.4f}"),
            ("reencode_change", "re-encode change", "{:.3f}")]
 KEY = ("fid_nocfg", "accuracy_nocfg")  # the metrics that get intervals in the main table
+
+
+def moving_average(values, window: int) -> list[float]:
+    return [statistics.fmean(values[max(0, i - window + 1):i + 1]) for i in range(len(values))]
+
+
+def plot_curves(curves: dict, path: Path) -> None:
+    """One panel per logged metric; `curves`: {row label: [metrics.jsonl of each seed]}."""
+    keys = [("reward", "reward (teacher-forced samples)"), ("prior_ce", "prior CE on the training batch (nats)"),
+            ("entropy", "policy entropy (nats)"), ("grad_norm", "gradient norm")]
+    if any("val_ce" in line for files in curves.values() for f in files for line in Path(f).read_text().splitlines()):
+        keys.insert(2, ("val_ce", "clean validation CE (nats)"))  # post.eval_steps > 0
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4))
+    for ax, (key, title) in zip(axes, keys):
+        for variant, files in curves.items():
+            for i, f in enumerate(files):
+                rows = [json.loads(line) for line in Path(f).read_text().splitlines()]
+                pts = [(r["step"], r[key]) for r in rows if key in r]
+                if pts:
+                    color = f"C{list(curves).index(variant)}"
+                    steps, values = zip(*pts)
+                    if len(values) > 20:  # per-step values are noisy: show them faintly under a moving average
+                        ax.plot(steps, values, color=color, alpha=0.2)
+                        values = moving_average(values, 10)
+                    ax.plot(steps, values, color=color, alpha=0.9, label=variant if i == 0 else None)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("step")
+    axes[-1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def bootstrap_mean_ci(values: list[float], n: int = 10_000, seed: int = 0) -> tuple[float, float, float]:
