@@ -210,6 +210,27 @@ def test_official_to_vapi_folder_round_trip(tmp_path, variant, shard_bytes):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp folders left
 
 
+@pytest.mark.parametrize("shard", ["../outside.safetensors", "/etc/passwd", "sub/model.safetensors", "model.pt"])
+def test_index_naming_a_file_outside_the_folder_is_refused(tmp_path, shard):
+    """A shard name from an untrusted index is a plain .safetensors file name inside the folder, nothing else."""
+    out = save_pretrained(tiny_vq(), tmp_path / "vq", max_shard_bytes=50_000)
+    index = out / "model.safetensors.index.json"
+    data = json.loads(index.read_text())
+    first = next(iter(data["weight_map"]))
+    data["weight_map"][first] = shard
+    index.write_text(json.dumps(data))
+    with pytest.raises(CheckpointError, match="is not a .safetensors file name inside the folder"):
+        load_pretrained(out)
+
+
+@pytest.mark.parametrize("text", ['{"metadata": {}}', "not json", '{"weight_map": {"a": 7, "b": "x.safetensors"}}'])
+def test_broken_index_is_one_line(tmp_path, text):
+    out = save_pretrained(tiny_vq(), tmp_path / "vq", max_shard_bytes=50_000)
+    (out / "model.safetensors.index.json").write_text(text)
+    with pytest.raises(CheckpointError, match="is not a safetensors index"):
+        load_pretrained(out)
+
+
 def test_vq_folder_round_trip_and_llamagen_export(tmp_path):
     model = tiny_vq()
     loaded = load_pretrained(save_pretrained(model, tmp_path / "vq", max_shard_bytes=50_000))

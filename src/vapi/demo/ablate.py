@@ -179,7 +179,8 @@ def train_row(setup, row: Row, seed: int, out: Path) -> tuple[dict, float, objec
     """Post-train and evaluate one row × seed into `out`; with `reuse_runs`, copy an identical earlier run instead.
     Returns (metrics, train seconds, policy, tokenizer or None)."""
     cfg, ev = setup.cfg, setup.evaluator
-    trains_tokenizer = row.overrides.get("objective.name") == "tokenizer"
+    # the resolved method (a study's defaults could choose it too), not the row's own overrides
+    trains_tokenizer = run_config(cfg, row.overrides, seed, out, cfg.data.image_size).objective.name == "tokenizer"
     cached = Path(cfg.cache_dir) / "runs" / run_key(setup, row.overrides, seed) if cfg.reuse_runs else None
     if cached is not None and (cached / "run.json").exists():
         shutil.copytree(cached, out, dirs_exist_ok=True)

@@ -186,18 +186,32 @@ def _read_folder_json(folder: Path) -> dict:
         raise CheckpointError(f"{cfg} is not valid JSON ({e})") from None
 
 
+def shard_name(folder: Path, name) -> str:
+    """A weight file named by an index or config.json: a plain .safetensors file name inside the folder (never a
+    path that leaves it)."""
+    if not isinstance(name, str) or Path(name).name != name or name in ("", ".", "..") or \
+            not name.endswith(".safetensors"):
+        raise CheckpointError(f"{folder}: weight file {name!r} is not a .safetensors file name inside the folder "
+                              "(paths and other formats are refused): fix the index or config.json")
+    return name
+
+
 def read_folder_weights(folder: Path) -> dict[str, torch.Tensor]:
     """Every tensor of a vapi/fixture folder: the index's shards, the fixture's `weights` list, or model.safetensors."""
     index = folder / INDEX_NAME
     if index.is_file():
-        weight_map = json.loads(index.read_text())["weight_map"]
-        files = sorted(set(weight_map.values()))
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+            files = sorted(set(weight_map.values()))
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+            raise CheckpointError(f"{index} is not a safetensors index (JSON with a weight_map of tensor name → "
+                                  f"shard file): rewrite it or remove it and keep one {WEIGHTS_NAME}") from None
     else:
         files = _read_folder_json(folder).get("weights", [WEIGHTS_NAME])
         weight_map = None
     sd: dict[str, torch.Tensor] = {}
     for name in files:
-        sd.update(load_safetensors(folder / name))
+        sd.update(load_safetensors(folder / shard_name(folder, name)))
     if weight_map is not None and set(sd) != set(weight_map):
         missing = sorted(set(weight_map) - set(sd))
         raise CheckpointError(f"{folder}: shards do not match {INDEX_NAME} ({len(missing)} indexed keys missing)")
