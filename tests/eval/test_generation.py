@@ -55,10 +55,17 @@ def test_teacher_forced_sample_error_scores_samples_and_reconstructions_with_the
     vq = _ExactVQ()
     tokens = torch.randint(0, 32, (5, 16), generator=torch.Generator().manual_seed(1))
     images, labels = vq.decode(tokens), torch.arange(5)
-    neg_mse = lambda im, tg: -(im - tg).pow(2).flatten(1).mean(1)  # noqa: E731
+    seen = []
+
+    def neg_mse(im, tg, condition, tokens):  # the reward's signature: the labels and the sampled tokens come along
+        seen.append((condition, tokens))
+        assert tokens.shape == (len(im), 16) and torch.equal(vq.decode(tokens), im)
+        return -(im - tg).pow(2).flatten(1).mean(1)
+
     out = teacher_forced_sample_error(policy, vq, images, labels, batch_size=2, score=neg_mse)
     assert out["recon_mse"] == 0.0 and out["recon_reward"] == 0.0  # lossless tokenizer: its own ceiling is 0
     assert out["tf_sample_mse"] > 0 and abs(out["tf_sample_reward"] + out["tf_sample_mse"]) < 1e-7
+    assert [c.tolist() for c, _ in seen] == [[0, 1], [2, 3], [4]] * 2  # samples, then reconstructions, with labels
     assert set(teacher_forced_sample_error(policy, vq, images, labels)) == {"tf_sample_mse", "recon_mse"}
     alone = teacher_forced_sample_error(policy, vq, images, labels, batch_size=2, score=neg_mse, reconstruction=False)
     assert alone == {k: out[k] for k in ("tf_sample_mse", "tf_sample_reward")}  # the same samples, no tokenizer part

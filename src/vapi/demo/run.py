@@ -318,7 +318,7 @@ class Evaluator:
                 out["reencode_change"] = reencode_change_rate(self.vq, tokens, images=images)
         out.update(self.validation(policy))
         if with_alignment:
-            score = None if self.reward is None else (lambda im, tg: self.reward(im, tg)[0])
+            score = None if self.reward is None else (lambda im, tg, c, tok: self.reward(im, tg, c, tok)[0])
             out.update(teacher_forced_sample_error(policy, self.vq, self.test_images[:500], self.test_labels[:500],
                                                    score=score, reconstruction=False))
             out.update(self.tokenizer_alignment(score))
@@ -328,8 +328,8 @@ class Evaluator:
         """What does not depend on the generator, once per tokenizer: its reconstruction error (and reward) on the
         held-out images, and the re-encode change of their tokens."""
         if self._alignment is None or self._alignment[0] is not self.vq:
-            x = self.test_images[:500]
-            self._alignment = (self.vq, {**reconstruction_error(self.vq, x, score=score),
+            x, y = self.test_images[:500], self.test_labels[:500]
+            self._alignment = (self.vq, {**reconstruction_error(self.vq, x, score=score, labels=y),
                                          "reencode_change_real": reencode_change_rate(self.vq, self.vq.encode(x))})
         return dict(self._alignment[1])
 

@@ -68,8 +68,8 @@ def teacher_forced_eval(policy, tokens: torch.Tensor, labels: torch.Tensor, batc
 @torch.no_grad()
 def teacher_forced_sample_error(gpt, vq, images: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0,
                                 seed: int = 0, batch_size: int = 250, score=None, reconstruction: bool = True) -> dict:
-    """Pixel MSE of decoded teacher-forced samples of held-out `images` (eval mode). With `score(images, targets) →
-    [N]` (e.g. the run's reward), also its mean: VA-π's own objective on held-out images (`tf_sample_reward`).
+    """Pixel MSE of decoded teacher-forced samples of held-out `images` (eval mode). With `score(images, targets,
+    condition, tokens) → [N]` (e.g. the run's reward), also its mean: VA-π's own objective on held-out images (`tf_sample_reward`).
     `reconstruction` adds the tokenizer's own numbers (`reconstruction_error`: the ceiling; they do not depend on
     `gpt`)."""
     was = gpt.training
@@ -83,24 +83,28 @@ def teacher_forced_sample_error(gpt, vq, images: torch.Tensor, labels: torch.Ten
 
     out = _decoded_error("tf_sample", vq, images, labels, sample, batch_size, score)
     gpt.train(was)
-    return {**out, **(reconstruction_error(vq, images, batch_size, score) if reconstruction else {})}
+    return {**out, **(reconstruction_error(vq, images, batch_size, score, labels) if reconstruction else {})}
 
 
 @torch.no_grad()
-def reconstruction_error(vq, images: torch.Tensor, batch_size: int = 250, score=None) -> dict:
-    """The tokenizer's own pixel MSE on `images` (decode(encode(x)) vs x), and `score`'s mean on it if given."""
-    return _decoded_error("recon", vq, images, images, lambda x, _: vq.encode(x), batch_size, score)
+def reconstruction_error(vq, images: torch.Tensor, batch_size: int = 250, score=None, labels=None) -> dict:
+    """The tokenizer's own pixel MSE on `images` (decode(encode(x)) vs x), and `score`'s mean on it if given
+    (with the images' `labels` as its condition, when given)."""
+    return _decoded_error("recon", vq, images, labels, lambda x, _: vq.encode(x), batch_size, score)
 
 
 def _decoded_error(name: str, vq, images, conditions, tokens_of, batch_size: int, score) -> dict:
-    """{name_mse, name_reward}: pixel MSE (and `score`) of vq.decode(tokens_of(x, c)) against x, over batches."""
+    """{name_mse, name_reward}: pixel MSE (and `score(decoded, x, c, tokens)`) of vq.decode(tokens_of(x, c))
+    against x, over batches; `conditions` may be None."""
     err, reward = [], []
     for s in range(0, len(images), batch_size):
         x = images[s:s + batch_size]
-        decoded = vq.decode(tokens_of(x, conditions[s:s + batch_size]))  # [b, 3, H, W]
+        c = None if conditions is None else conditions[s:s + batch_size]
+        tokens = tokens_of(x, c)  # [b, T]
+        decoded = vq.decode(tokens)  # [b, 3, H, W]
         err.append((decoded - x).pow(2).flatten(1).mean(1))
         if score is not None:
-            reward.append(score(decoded, x))
+            reward.append(score(decoded, x, c, tokens))
     out = {f"{name}_mse": torch.cat(err).mean().item()}
     if reward:
         out[f"{name}_reward"] = torch.cat(reward).mean().item()
