@@ -69,8 +69,8 @@ def teacher_forced_eval(policy, tokens: torch.Tensor, labels: torch.Tensor, batc
 def teacher_forced_sample_error(gpt, vq, images: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0,
                                 seed: int = 0, batch_size: int = 250, score=None, reconstruction: bool = True) -> dict:
     """Pixel MSE of decoded teacher-forced samples of held-out `images` (eval mode). With `score(images, targets,
-    condition, tokens) → [N]` (e.g. the run's reward), also its mean: VA-π's own objective on held-out images (`tf_sample_reward`).
-    `reconstruction` adds the tokenizer's own numbers (`reconstruction_error`: the ceiling; they do not depend on
+    condition, tokens) → [N]` (e.g. the run's reward), also its mean: VA-π's own objective on held-out images
+    (`tf_sample_reward`). `reconstruction` adds the tokenizer's own numbers (`reconstruction_error`: the ceiling; they do not depend on
     `gpt`)."""
     was = gpt.training
     gpt.eval()
