@@ -75,6 +75,11 @@ def test_tiny_baselines_run_through_ablate(tmp_path):
     assert set(results) == {"base", "ste", "tokenizer", "grpo"}
     assert (run / "tokenizer-seed0" / "tokenizer" / "config.json").is_file()
     assert results["tokenizer"][0]["fid_nocfg"] != results["base"][0]["fid_nocfg"]  # decoded by the trained decoder
+    saved = json.loads((run / "results.json").read_text())
+    assert not {"ste", "grpo"} & set(saved["times"])  # stage times only: a row's time is per run, on its own
+    report = (run / "report.md").read_text()
+    tokenizer_time = saved["train_seconds"]["tokenizer"][0]
+    assert f"| post-trained tokenizer (decoder) | {tokenizer_time:.1f} | 1 |" in report  # the method, not the stage
 
 
 def test_reuse_runs_trains_a_row_shared_by_studies_once(tmp_path, monkeypatch):

@@ -267,8 +267,8 @@ def run_study(cfg, study: str, rows: list[str] | None = None, folder_prefix: str
          "user_stages": stages.user}, indent=1))
 
     def record(row, seed, metrics, seconds, grid):
-        times.setdefault(row.name, []).append(seconds)
-        stages.times[row.name] = stages.times.get(row.name, 0.0) + seconds
+        times.setdefault(row.name, []).append(seconds)  # per run; stages.times keeps the stages' own (a row may
+        # share a stage's name: the `tokenizer` method)
         results.setdefault(row.name, []).append(metrics)
         curves.setdefault(row.name, []).append(run_dir / f"{row.name}-seed{seed}" / "metrics.jsonl")
         if grid is not None:

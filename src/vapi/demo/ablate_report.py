@@ -104,6 +104,14 @@ def noise_line(base_runs: list[dict], n_samples: int) -> str:
             f"{statistics.stdev(accs):.3f}.")
 
 
+def fmt_spread(values: list[float], spec: str) -> str:
+    """Mean ± sd (the mean alone for one value; "" for none)."""
+    if not values:
+        return ""
+    sd = f" ± {spec.format(statistics.stdev(values))}" if len(values) > 1 else ""
+    return spec.format(statistics.fmean(values)) + sd
+
+
 def main_table(rows, results: dict) -> list[str]:
     head = ("| row | seeds | " + " | ".join(label for _, label, _ in METRICS) + " |")
     lines = [head, "|" + "---|" * (len(METRICS) + 2)]
@@ -113,9 +121,7 @@ def main_table(rows, results: dict) -> list[str]:
             continue
         cells = []
         for metric, _, spec in METRICS:
-            vals = [r[metric] for r in runs if metric in r]
-            cells.append("" if not vals else spec.format(statistics.fmean(vals)) +
-                         (f" ± {spec.format(statistics.stdev(vals))}" if len(vals) > 1 else ""))
+            cells.append(fmt_spread([r[metric] for r in runs if metric in r], spec))
         n = "eval seeds " + str(len(runs)) if not row.train else str(len(runs))
         lines.append(f"| {row.label} | {n} | " + " | ".join(cells) + " |")
     return lines
@@ -226,6 +232,16 @@ def network_lines(cfg, user: dict) -> list[str]:
             f"- perceptual reward network ({perceptual}): LPIPS-style distance, no learned heads."]
 
 
+def time_lines(rows, times: dict, stages) -> list[str]:
+    """Each method's post-training time per run (mean ± sd over seeds; a reused run keeps its first time), then the
+    stages' (built, cached or shipped) and the evaluations' totals."""
+    per_run = [f"| {r.label} | {fmt_spread(times[r.name], '{:.1f}')} | {len(times[r.name])} |"
+               for r in rows if times.get(r.name)]
+    return ["| method (row) | post-training seconds per run | runs |", "|---|---|---|", *per_run, "",
+            "| stage | seconds | source |", "|---|---|---|",
+            *[f"| {k} | {v:.1f} | {stages.cached.get(k, '')} |" for k, v in stages.times.items()]]
+
+
 def write_study_report(run_dir: Path, cfg, study: str, rows, results: dict, grids: dict, curves: dict, stages,
                        times: dict, real, num_classes: int) -> Path:
     control = "control" if "control" in results else None
@@ -270,8 +286,7 @@ def write_study_report(run_dir: Path, cfg, study: str, rows, results: dict, grid
         "## Pictures", "", "![real](real.png)",
         *[f"![{n}](samples_{n}.png) {labels.get(n, n)}" for n in dict.fromkeys(shown)], "",
         *(["![curves](curves.png)", ""] if curves else []),
-        "## Wall time (seconds; shared CPU)", "", "| stage / row | seconds | source |", "|---|---|---|",
-        *[f"| {k} | {v:.1f} | {stages.cached.get(k, '')} |" for k, v in stages.times.items()], "",
+        "## Wall time (seconds; shared CPU)", "", *time_lines(rows, times, stages), "",
         "Every run's final policy: `<row>-seed<s>/model` (a vapi model folder) with `eval_settings.json`.", "",
     ]
     (run_dir / "table.md").write_text("\n".join([noise_line(results["base"], cfg.eval_samples), "", *table, "",
