@@ -66,14 +66,14 @@ def test_ablate_lists_rows(capsys):
 def test_tiny_baselines_run_through_ablate(tmp_path):
     """STE, the post-trained tokenizer (evaluated with its own decoder) and free-running GRPO on the demo's stages."""
     args = ["ablate", "main", "--rows", "base,ste,tokenizer,grpo", *TINY, f"out_dir={tmp_path / 'runs'}",
-            f"cache_dir={tmp_path / 'cache'}", "seeds=1", "eval_seeds=1", "post.eval_steps=0"]
+            f"cache_dir={tmp_path / 'cache'}", "seeds=1", "eval_seeds=1", "post.eval_steps=0", "first_seed=2"]
     assert main(args) == 0
     run = next((tmp_path / "runs").glob("ablate-main-*"))
-    logged = (run / "ste-seed0" / "metrics.jsonl").read_text()
+    logged = (run / "ste-seed2" / "metrics.jsonl").read_text()  # first_seed=2: the one seed is 2
     assert "prior_ce" in logged and "val_ce" not in logged  # no validation during training at post.eval_steps=0
     results = json.loads((run / "results.json").read_text())["results"]
     assert set(results) == {"base", "ste", "tokenizer", "grpo"}
-    assert (run / "tokenizer-seed0" / "tokenizer" / "config.json").is_file()
+    assert (run / "tokenizer-seed2" / "tokenizer" / "config.json").is_file() and (run / "samples_ste.png").is_file()
     assert results["tokenizer"][0]["fid_nocfg"] != results["base"][0]["fid_nocfg"]  # decoded by the trained decoder
     saved = json.loads((run / "results.json").read_text())
     assert not {"ste", "grpo"} & set(saved["times"])  # stage times only: a row's time is per run, on its own

@@ -215,7 +215,7 @@ def _run_job(study: str, row_name: str, seed: int, out: str) -> tuple[dict, floa
     row = next(r for r in STUDIES[study] if r.name == row_name)
     eval_before = setup.stages.times.get("eval", 0.0)
     metrics, seconds, policy, vq = train_row(setup, row, seed, Path(out))
-    grid = setup.evaluator.grid(policy, vq=vq) if seed == 0 else None
+    grid = setup.evaluator.grid(policy, vq=vq) if seed == setup.cfg.first_seed else None
     return metrics, seconds, setup.stages.times.get("eval", 0.0) - eval_before, grid
 
 
@@ -243,6 +243,11 @@ def job_layout(cfg, n_runs: int) -> tuple[int, int]:
     return jobs, max(1, total // jobs)
 
 
+def seed_range(cfg) -> range:
+    """The post-training seeds: `seeds` of them from `first_seed`."""
+    return range(cfg.first_seed, cfg.first_seed + cfg.seeds)
+
+
 def run_study(cfg, study: str, rows: list[str] | None = None, folder_prefix: str = "") -> Path:
     """Run every row × seed of `study` on the demo's stages, or the user's (cfg: a demo.DemoConfig); returns the
     report path. With `jobs` > 1 the runs go to that many processes (each its own torch threads); every run's
@@ -257,7 +262,7 @@ def run_study(cfg, study: str, rows: list[str] | None = None, folder_prefix: str
                                                     "stages": {k: str(v) for k, v in setup.dirs.items()},
                                                     "keys": setup.keys}, indent=1))
     # seed-major: an interrupted study still has paired rows for its first seeds
-    runs = [(row, seed) for seed in range(cfg.seeds) for row in selected if row.train]
+    runs = [(row, seed) for seed in seed_range(cfg) for row in selected if row.train]
     jobs, threads = job_layout(cfg, len(runs))
     results: dict[str, list[dict]] = {}
     grids = {"base": ev.grid(setup.base)}
@@ -283,7 +288,7 @@ def run_study(cfg, study: str, rows: list[str] | None = None, folder_prefix: str
         for row, seed in runs:
             print(f"[{study}/{row.name} seed {seed}] {cfg.post.steps} steps", flush=True)
             metrics, seconds, policy, vq = train_row(setup, row, seed, run_dir / f"{row.name}-seed{seed}")
-            record(row, seed, metrics, seconds, ev.grid(policy, vq=vq) if seed == 0 else None)
+            record(row, seed, metrics, seconds, ev.grid(policy, vq=vq) if seed == cfg.first_seed else None)
     else:  # the base's evaluations are jobs too, first in the queue: no core waits
         print(f"[{study}] {len(runs)} runs and {cfg.eval_seeds} base evaluations in {jobs} processes × {threads} "
               f"torch thread(s)", flush=True)

@@ -96,6 +96,8 @@ class DemoConfig:
                                      "matches the config; auto = the repository's assets/demo; '' = never")
     rebuild: bool = helpf(False, "train every stage from its config instead of using shipped or cached stages")
     seeds: int = helpf(3, "post-training seeds per row (intervals are over seeds)")
+    first_seed: int = helpf(0, "the first post-training seed (seeds first_seed … first_seed + seeds - 1): confirm a "
+                               "setting chosen on seeds 0-2 on seeds it was not chosen with")
     variants: list[str] = helpf(["base", "control", "vapi", "vapi_no_prior"],
                                 "rows of the main study the demo runs (see `vapi ablate main --list`)")
     eval_samples: int = helpf(1000, "generated images per evaluation (class-balanced)")
@@ -132,6 +134,8 @@ class DemoConfig:
                              else f"variants must name at least one of {', '.join(VARIANTS)}")
         if self.jobs < 0:
             raise ValueError(f"jobs must be >= 0 (0 = one per CPU core), got {self.jobs}")
+        if self.first_seed < 0:
+            raise ValueError(f"first_seed must be >= 0, got {self.first_seed}")
         for name in ("seeds", "eval_samples", "eval_seeds"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
