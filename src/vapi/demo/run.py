@@ -31,6 +31,7 @@ from vapi.config import helpf, save_config, to_dict
 from vapi.data.procedural import ProceduralShapes
 from vapi.demo.user import check_stages, content_key, read_stage, user_data, user_paths
 from vapi.eval.features import ClassifierExtractor, compute_features
+from vapi.eval.npz import content_hash
 from vapi.eval.generation import (balanced_labels, feature_metrics, reconstruction_error, reencode_change_rate,
                                   reference_features, teacher_forced_eval, teacher_forced_sample_error)
 from vapi.eval.metrics import precision_recall
@@ -200,8 +201,8 @@ def data_identity(d: DemoData) -> dict:
     """What the data is, in the stage and run keys: the procedural settings (without the empty folder keys), or the
     image size, the seed and a hash of each of the user's folders (reads every file once)."""
     if d.root:
-        return {"image_size": d.image_size, "seed": d.seed, "root": content_key(Path(d.root).expanduser()),
-                "test_root": content_key(Path(d.test_root).expanduser())}
+        return {"image_size": d.image_size, "seed": d.seed, "root": content_hash(Path(d.root).expanduser())[:12],
+                "test_root": content_hash(Path(d.test_root).expanduser())[:12]}  # their images
     return {k: v for k, v in to_dict(d).items() if k not in USER_DATA}
 
 

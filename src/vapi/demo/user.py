@@ -23,6 +23,7 @@ import torch
 
 from vapi.data.images import ImageFolderDataset
 from vapi.errors import one_line
+from vapi.eval.npz import content_hash
 from vapi.models.infer_config import CLASSIFIER_KIND, GPT_KIND, VQ_KIND, CheckpointError
 from vapi.models.state_dict_io import read_model_config
 
@@ -45,11 +46,7 @@ def content_key(folder: Path) -> str:
     """A hash of every file under `folder`, by relative path and content: a changed weight file changes it."""
     h = hashlib.sha256()
     for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
-        h.update(f"{path.relative_to(folder).as_posix()}\0{digest.hexdigest()}\n".encode())
+        h.update(f"{path.relative_to(folder).as_posix()}\0{content_hash(path)}\n".encode())
     return h.hexdigest()[:12]
 
 
