@@ -1,6 +1,7 @@
 """vapi.demo.ablate_report: intervals, paired differences, and each row against its own matched control."""
 from vapi.demo.ablate import STUDIES, Row
-from vapi.demo.ablate_report import bootstrap_mean_ci, difference_table, differences_to_base, paired_differences
+from vapi.demo.ablate_report import (bootstrap_mean_ci, difference_table, differences_to_base, paired_differences,
+                                     verdict)
 
 
 def run(fid, acc=0.9):
@@ -39,6 +40,21 @@ def test_a_rows_own_control_is_used_without_the_studys_control():
     results = {"base": [run(1.0)], "control_beta1": [run(3.0)] * 2, "vapi_beta1": [run(2.75)] * 2}
     lines = {line.split(" | ")[0][2:]: line.split(" | ") for line in difference_table(rows, results, None)[2:]}
     assert lines["v1"][2].startswith("-0.250")
+
+
+def test_verdict_checks_the_base_and_the_tokenizer_for_convergence():
+    base = [run(1.0), run(1.1), run(0.9)]  # mean 1.0
+    results = {"base": base, "control": [run(1.2), run(1.3), run(1.25)],  # the CE continuation: worse
+               "vapi": [run(1.1), run(1.2), run(1.15)], "tokenizer": [run(0.8), run(0.7), run(0.75)]}  # better
+    lines = verdict([], results, "control")
+    assert any(line.startswith("- Base convergence check") and "makes FID worse" in line for line in lines)
+    assert any(line.startswith("- Tokenizer convergence check") and "**improves** FID" in line
+               and "the tokenizer is not at its plateau" in line for line in lines)
+    assert any("aim" in line and "**not reached**" in line for line in lines)  # VA-π above the base
+    results["tokenizer"] = [run(0.9), run(1.1), run(1.0)]
+    assert any("consistent with a converged tokenizer" in line for line in verdict([], results, "control"))
+    del results["tokenizer"]
+    assert not any("Tokenizer" in line for line in verdict([], results, "control"))
 
 
 def test_job_layout_and_job_errors():

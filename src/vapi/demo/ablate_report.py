@@ -150,6 +150,17 @@ def difference_table(rows, results: dict, control: str | None) -> list[str]:
     return lines
 
 
+def convergence_check(continued: list[dict], base: list[dict], what: str, stage: str) -> str:
+    """One line: does training `stage` further (`continued`, runs over seeds) move FID beyond the interval?"""
+    d = excludes_zero(differences_to_base(continued, base, "fid_nocfg"))
+    return f"- {what} " + {-1: f"**improves** FID beyond the interval: {stage} is not at its plateau for these "
+                               "settings.",
+                           1: f"makes FID worse (interval above zero): {stage} is not undertrained for these "
+                              "settings.",
+                           0: "does not change FID beyond its interval: consistent with a converged "
+                              f"{stage.removeprefix('the ')}."}[d]
+
+
 def verdict(rows, results: dict, control: str | None) -> list[str]:
     out = []
     if "vapi" in results and control in results:
@@ -171,12 +182,11 @@ def verdict(rows, results: dict, control: str | None) -> list[str]:
                    f"{fmt_ci(diffs, '{:+.4f}')} vs the matched control) is {words[excludes_zero(diffs)]} the "
                    f"control's.")
     if control in results and "base" in results:
-        d = excludes_zero(differences_to_base(results[control], results["base"], "fid_nocfg"))
-        out.append("- Base convergence check: the matched CE continuation "
-                   + {-1: "**improves** FID beyond the interval: the base is not at its plateau for these "
-                          "settings.", 1: "makes FID worse (interval above zero): the base is not undertrained "
-                                          "for these settings.",
-                      0: "does not change FID beyond its interval: consistent with a converged base."}[d])
+        out.append(convergence_check(results[control], results["base"], "Base convergence check: the matched CE "
+                                     "continuation", "the base"))
+    if "tokenizer" in results and "base" in results:
+        out.append(convergence_check(results["tokenizer"], results["base"], "Tokenizer convergence check: "
+                                     "fine-tuning the tokenizer's decoder (the `tokenizer` row)", "the tokenizer"))
     if "vapi_no_prior" in results and "vapi" in results:
         worse = statistics.fmean(r["fid_nocfg"] for r in results["vapi_no_prior"]) > statistics.fmean(
             r["fid_nocfg"] for r in results["vapi"])
