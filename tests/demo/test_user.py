@@ -55,10 +55,11 @@ def ablate(tmp_path, *options: str) -> int:
                  "post.eval_steps=0", f"out_dir={tmp_path / 'runs'}", f"cache_dir={tmp_path / 'cache'}", *options])
 
 
-def test_ablate_runs_on_the_users_stages_and_data(user, tmp_path):
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_ablate_runs_on_the_users_stages_and_data(user, tmp_path, jobs):
     stage_dirs = [user[f"{n}_path"] for n in ("tokenizer", "prior", "evalnet", "perceptual")]
     before = {d: fingerprint(d) for d in stage_dirs}
-    assert ablate(tmp_path, *paths(user)) == 0
+    assert ablate(tmp_path, *paths(user), f"jobs={jobs}", f"threads={jobs}") == 0  # 2: spawned job processes
     assert {d: fingerprint(d) for d in stage_dirs} == before  # used as given: nothing written into them
     run = next((tmp_path / "runs").glob("ablate-main-*"))
     report = (run / "report.md").read_text()
@@ -75,6 +76,20 @@ def test_ablate_runs_on_the_users_stages_and_data(user, tmp_path):
     (run / "report.md").unlink()  # written again from results.json, with the user's data and stages
     assert main(["ablate", "main", "--report", str(run)]) == 0
     assert f"the user's `{user['prior_path']}`" in (run / "report.md").read_text()
+
+
+def test_a_job_process_reuses_its_parents_data_identity_and_keys(user, tmp_path, monkeypatch):
+    import vapi.demo.run as run
+    cfg = load_config(DemoConfig, None, [*TINY, *paths(user), f"cache_dir={tmp_path / 'cache'}"])
+    known = (run.data_identity(cfg.data), stage_keys(cfg))
+
+    def rehash(*args):
+        raise AssertionError("the user's folders were hashed again")
+
+    monkeypatch.setattr(run, "data_identity", rehash)
+    monkeypatch.setattr(run, "stage_keys", rehash)
+    setup = run.prepare(cfg, known)
+    assert (setup.data_id, setup.keys) == known
 
 
 def test_a_user_stage_key_is_its_files_content(user, tmp_path):

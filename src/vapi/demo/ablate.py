@@ -203,10 +203,10 @@ def train_row(setup, row: Row, seed: int, out: Path) -> tuple[dict, float, objec
 _WORKER: dict = {}  # a job process's own Setup
 
 
-def _start_worker(cfg, threads: int) -> None:
+def _start_worker(cfg, threads: int, known: tuple[dict, dict]) -> None:
     cfg = copy.deepcopy(cfg)
     cfg.threads, cfg.progress, cfg.rebuild = threads, False, False  # the parent's prepare built the stages
-    _WORKER["setup"] = prepare(cfg)  # only loads them
+    _WORKER["setup"] = prepare(cfg, known)  # only loads them; the parent's data identity and stage keys
 
 
 def _run_job(study: str, row_name: str, seed: int, out: str) -> tuple[dict, float, float, object]:
@@ -293,7 +293,7 @@ def run_study(cfg, study: str, rows: list[str] | None = None, folder_prefix: str
         print(f"[{study}] {len(runs)} runs and {cfg.eval_seeds} base evaluations in {jobs} processes × {threads} "
               f"torch thread(s)", flush=True)
         with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_start_worker,
-                                 initargs=(cfg, threads)) as pool:
+                                 initargs=(cfg, threads, (setup.data_id, setup.keys))) as pool:
             base = [pool.submit(_eval_base, s) for s in range(cfg.eval_seeds)]
             futures = [pool.submit(_run_job, study, row.name, seed, str(run_dir / f"{row.name}-seed{seed}"))
                        for row, seed in runs]

@@ -369,7 +369,9 @@ class Setup:
     data_id: dict  # the data's identity (data_identity)
 
 
-def prepare(cfg: DemoConfig) -> Setup:
+def prepare(cfg: DemoConfig, known: tuple[dict, dict] | None = None) -> Setup:
+    """Data, stages (built when missing), tokenizer, evaluator and base prior. `known`: (data_id, keys) that the
+    caller already computed for this cfg (a job process gets its parent's: a user's folders are hashed once)."""
     torch.use_deterministic_algorithms(True)  # bit-reproducible builds and runs on a given machine
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -377,8 +379,8 @@ def prepare(cfg: DemoConfig) -> Setup:
     stages = Stages(cfg.cache_dir, cfg.shipped_dir, cfg.rebuild)
     train, test = stages.timed("data", lambda: datasets(cfg.data))
     check_stages(cfg, configs, train.num_classes)
-    data_id = data_identity(cfg.data)
-    keys = stage_keys(cfg, data_id)
+    data_id, keys = known or (data_identity(cfg.data), None)
+    keys = keys or stage_keys(cfg, data_id)
     dirs = build_stages(cfg, stages, train, keys)
     vq = load_pretrained(dirs["tokenizer"]).eval().requires_grad_(False)
     reward_cfg = copy.deepcopy(cfg.post.reward)
