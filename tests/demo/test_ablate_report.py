@@ -4,8 +4,8 @@ from vapi.demo.ablate_report import (bootstrap_mean_ci, difference_table, differ
                                      verdict)
 
 
-def run(fid, acc=0.9):
-    return {"fid_nocfg": fid, "accuracy_nocfg": acc}
+def run(fid, acc=0.9, fid_cfg=None):
+    return {"fid_nocfg": fid, "accuracy_nocfg": acc, **({} if fid_cfg is None else {"fid_cfg": fid_cfg})}
 
 
 def test_paired_differences_and_a_one_seed_interval():
@@ -55,6 +55,14 @@ def test_verdict_checks_the_base_and_the_tokenizer_for_convergence():
     assert any("consistent with a converged tokenizer" in line for line in verdict([], results, "control"))
     del results["tokenizer"]
     assert not any("Tokenizer" in line for line in verdict([], results, "control"))
+
+
+def test_a_continuation_better_without_cfg_and_worse_with_it_is_mixed():
+    base = [run(1.0, fid_cfg=0.5), run(1.1, fid_cfg=0.6), run(0.9, fid_cfg=0.4)]
+    results = {"base": base, "control": [run(1.0, fid_cfg=0.5)] * 3,
+               "tokenizer": [run(0.8, fid_cfg=1.0), run(0.7, fid_cfg=1.1), run(0.75, fid_cfg=0.9)]}
+    line = next(line for line in verdict([], results, "control") if "Tokenizer" in line)
+    assert "lowers FID without CFG but raises it with CFG" in line and "mixed" in line
 
 
 def test_job_layout_and_job_errors():

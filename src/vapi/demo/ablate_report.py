@@ -151,14 +151,21 @@ def difference_table(rows, results: dict, control: str | None) -> list[str]:
 
 
 def convergence_check(continued: list[dict], base: list[dict], what: str, stage: str) -> str:
-    """One line: does training `stage` further (`continued`, runs over seeds) move FID beyond the interval?"""
-    d = excludes_zero(differences_to_base(continued, base, "fid_nocfg"))
-    return f"- {what} " + {-1: f"**improves** FID beyond the interval: {stage} is not at its plateau for these "
-                               "settings.",
-                           1: f"makes FID worse (interval above zero): {stage} is not undertrained for these "
-                              "settings.",
-                           0: "does not change FID beyond its interval: consistent with a converged "
-                              f"{stage.removeprefix('the ')}."}[d]
+    """One line: does training `stage` further (`continued`, runs over seeds) move FID, without and with CFG,
+    beyond the interval?"""
+    signs = {key: excludes_zero(differences_to_base(continued, base, key)) for key in ("fid_nocfg", "fid_cfg")
+             if all(key in r for r in continued + base)}
+    better, worse = -1 in signs.values(), 1 in signs.values()
+    if better and worse:
+        side = {-1: "lowers", 1: "raises", 0: "leaves"}
+        return (f"- {what} {side[signs['fid_nocfg']]} FID without CFG but {side[signs['fid_cfg']]} it with CFG "
+                f"(intervals excluding zero): mixed, not a uniformly better {stage.removeprefix('the ')}.")
+    if better:
+        return f"- {what} **improves** FID beyond the interval: {stage} is not at its plateau for these settings."
+    if worse:
+        return f"- {what} makes FID worse (interval above zero): {stage} is not undertrained for these settings."
+    return (f"- {what} does not change FID beyond its interval: consistent with a converged "
+            f"{stage.removeprefix('the ')}.")
 
 
 def verdict(rows, results: dict, control: str | None) -> list[str]:
