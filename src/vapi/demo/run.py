@@ -379,8 +379,10 @@ def prepare(cfg: DemoConfig, known: tuple[dict, dict] | None = None) -> Setup:
     stages = Stages(cfg.cache_dir, cfg.shipped_dir, cfg.rebuild)
     train, test = stages.timed("data", lambda: datasets(cfg.data))
     check_stages(cfg, configs, train.num_classes)
-    data_id, keys = known or (data_identity(cfg.data), None)
-    keys = keys or stage_keys(cfg, data_id)
+    if known is None:
+        data_id = data_identity(cfg.data)
+        known = (data_id, stage_keys(cfg, data_id))
+    data_id, keys = known
     dirs = build_stages(cfg, stages, train, keys)
     vq = load_pretrained(dirs["tokenizer"]).eval().requires_grad_(False)
     reward_cfg = copy.deepcopy(cfg.post.reward)
