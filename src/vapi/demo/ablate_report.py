@@ -189,8 +189,8 @@ def verdict(rows, results: dict, control: str | None) -> list[str]:
                    f"{fmt_ci(diffs, '{:+.4f}')} vs the matched control) is {words[excludes_zero(diffs)]} the "
                    f"control's.")
     if control in results and "base" in results:
-        out.append(convergence_check(results[control], results["base"], "Base convergence check: the matched CE "
-                                     "continuation", "the base"))
+        out.append(convergence_check(results[control], results["base"], "Base convergence check: the matched "
+                                     "control (the same update without the policy term)", "the base"))
     if "tokenizer" in results and "base" in results:
         out.append(convergence_check(results["tokenizer"], results["base"], "Tokenizer convergence check: "
                                      "fine-tuning the tokenizer's decoder (the `tokenizer` row)", "the tokenizer"))
