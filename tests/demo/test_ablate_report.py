@@ -1,4 +1,5 @@
 """vapi.demo.ablate_report: intervals, paired differences, and each row against its own matched control."""
+import pytest
 from vapi.demo.ablate import STUDIES, Row
 from vapi.demo.ablate_report import (bootstrap_mean_ci, difference_table, differences_to_base, paired_differences,
                                      verdict)
@@ -74,3 +75,17 @@ def test_job_layout_and_job_errors():
     user = job_failed("main/vapi seed 1", ValueError("reward.mse must be >= 0"))
     assert isinstance(user, ValueError) and str(user) == "[main/vapi seed 1] reward.mse must be >= 0"
     assert isinstance(job_failed("main/vapi seed 1", KeyError("x")), RuntimeError)  # a bug keeps its traceback
+
+
+@pytest.mark.parametrize("default", [{}, {"objective.prior_weight": 0.0, "objective.beta": 1.0}])
+def test_rows_set_the_prior_whole_whichever_prior_the_defaults_use(default):
+    from vapi.demo.run import PostTrain, apply_overrides
+    expected = {"vapi_no_prior": (0.0, 0.0), "perceptual_only": (0.0, 0.0), "mse_perceptual": (0.0, 0.0),
+                "ce_beta0.1": (0.1, 0.0), "ce_beta1": (1.0, 0.0), "kl_beta0.01": (0.0, 0.01), "kl_beta1": (0.0, 1.0),
+                "vapi_beta1": (1.0, 0.0)}
+    for rows in STUDIES.values():
+        for row in rows:
+            if row.name in expected:
+                post = PostTrain()
+                apply_overrides(post, {**default, **row.overrides})
+                assert (post.objective.prior_weight, post.objective.beta) == expected[row.name], row.name

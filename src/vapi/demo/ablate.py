@@ -52,6 +52,17 @@ class Row:
 
 
 CONTROL = {"objective.policy_weight": 0.0}
+# the prior term, set whole in every row that varies it: rows stay what they say whichever prior the defaults use
+NO_PRIOR = {"objective.prior_weight": 0.0, "objective.beta": 0.0}  # neither the CE prior nor the KL-to-reference
+
+
+def ce_prior(beta: float) -> dict:
+    return {"objective.prior_weight": beta, "objective.beta": 0.0}
+
+
+def kl_prior(beta: float) -> dict:
+    return {"objective.prior_weight": 0.0, "objective.beta": beta}
+
 # The paper's numbers (LlamaGen-XXL C2I on ImageNet, FID / IS without CFG unless said) as transcribed in
 # docs/paper_numbers.md from the authors' project page; "≈": read off a figure, not printed in the source.
 BASE = Row("base", "base prior", train=False, paper="FID 14.36, IS 86.55 (CFG: 2.37, 252.16)")
@@ -64,7 +75,7 @@ STUDIES: dict[str, list[Row]] = {
         Row("control", "matched control (VA-π, policy term off)", CONTROL, paper=CE_ONLY),
         Row("ce", "CE fine-tune (same update mode)", {"objective.name": "ce"}),
         Row("vapi", "VA-π", {}, expect="lower", paper=VAPI),
-        Row("vapi_no_prior", "VA-π, β = 0", {"objective.prior_weight": 0.0}, expect="higher",
+        Row("vapi_no_prior", "VA-π, β = 0", NO_PRIOR, expect="higher",
             paper="MSE + LPIPS, no prior: FID 38.63, IS 48.14 (\"diverges\")"),
         Row("ste", "STE (Gumbel-softmax through the decoder)", {"objective.name": "ste"}, expect="lower",
             paper="FID 11.46, IS 102.21 (CFG: 4.17), 381 min"),
@@ -77,9 +88,9 @@ STUDIES: dict[str, list[Row]] = {
     ],
     "reward": [
         BASE,
-        Row("perceptual_only", "perceptual only", {"reward.mse": 0.0, "objective.prior_weight": 0.0},
+        Row("perceptual_only", "perceptual only", {"reward.mse": 0.0, **NO_PRIOR},
             expect="higher", paper="LPIPS only: FID 38.76, IS 49.78"),
-        Row("mse_perceptual", "MSE + perceptual", {"objective.prior_weight": 0.0}, expect="higher",
+        Row("mse_perceptual", "MSE + perceptual", NO_PRIOR, expect="higher",
             paper="MSE + LPIPS: FID 38.63, IS 48.14"),
         Row("control", "CE only (matched control)", CONTROL, paper=CE_ONLY),
         Row("vapi", "MSE + perceptual + CE (VA-π)", {}, expect="lower", paper=VAPI),
@@ -88,11 +99,11 @@ STUDIES: dict[str, list[Row]] = {
     "prior": [
         BASE,
         Row("control", "matched control (the demo's β, policy term off)", CONTROL, paper=CE_ONLY),
-        *[Row(f"ce_beta{b:g}", f"CE prior, β = {b:g}", {"objective.prior_weight": b}, expect=e, paper=f)
+        *[Row(f"ce_beta{b:g}", f"CE prior, β = {b:g}", ce_prior(b), expect=e, paper=f)
           for b, e, f in ((0.01, "higher", "≈ 22 (smallest β, unlabelled)"), (0.1, "lower", VAPI),
                           (1.0, "lower", "≈ 10.9"))],
         *[Row(f"kl_beta{b:g}", f"KL-to-reference prior, β = {b:g}",
-              {"objective.prior_weight": 0.0, "objective.beta": b}, expect=e, paper=f)
+              kl_prior(b), expect=e, paper=f)
           for b, e, f in ((0.01, "higher", "≈ 22 (smallest β, unlabelled)"), (0.1, "lower", "≈ 8.5"),
                           (1.0, "lower", "≈ 12.8"))],
     ],
@@ -107,15 +118,15 @@ STUDIES: dict[str, list[Row]] = {
     # with the policy term off)
     "sweep": [
         BASE,
-        Row("control", "matched control (β 0.1)", {**CONTROL, "objective.prior_weight": 0.1}),
-        Row("vapi", "VA-π, β 0.1", {"objective.prior_weight": 0.1}, expect="lower", paper=VAPI),
-        Row("control_beta1", "matched control (β 1)", {**CONTROL, "objective.prior_weight": 1.0}),
-        Row("vapi_beta1", "VA-π, β 1", {"objective.prior_weight": 1.0}, control="control_beta1"),
+        Row("control", "matched control (β 0.1)", {**CONTROL, **ce_prior(0.1)}),
+        Row("vapi", "VA-π, β 0.1", ce_prior(0.1), expect="lower", paper=VAPI),
+        Row("control_beta1", "matched control (β 1)", {**CONTROL, **ce_prior(1.0)}),
+        Row("vapi_beta1", "VA-π, β 1", ce_prior(1.0), control="control_beta1"),
         Row("control_lr3e-5", "matched control (β 0.1, lr 3e-5)",
-            {**CONTROL, "objective.prior_weight": 0.1, "optim.learning_rate": 3e-5}),
-        Row("vapi_lr3e-5", "VA-π, β 0.1, lr 3e-5", {"objective.prior_weight": 0.1, "optim.learning_rate": 3e-5},
+            {**CONTROL, **ce_prior(0.1), "optim.learning_rate": 3e-5}),
+        Row("vapi_lr3e-5", "VA-π, β 0.1, lr 3e-5", {**ce_prior(0.1), "optim.learning_rate": 3e-5},
             control="control_lr3e-5"),
-        Row("vapi_no_prior", "VA-π, β = 0", {"objective.prior_weight": 0.0}, expect="higher"),
+        Row("vapi_no_prior", "VA-π, β = 0", NO_PRIOR, expect="higher"),
     ],
 }
 
