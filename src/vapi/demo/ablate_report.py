@@ -152,20 +152,20 @@ def difference_table(rows, results: dict, control: str | None) -> list[str]:
 
 def convergence_check(continued: list[dict], base: list[dict], what: str, stage: str) -> str:
     """One line: does training `stage` further (`continued`, runs over seeds) move FID, without and with CFG,
-    beyond the interval?"""
+    beyond the interval? `stage`: its bare name ("base", "tokenizer")."""
     signs = {key: excludes_zero(differences_to_base(continued, base, key)) for key in ("fid_nocfg", "fid_cfg")
              if all(key in r for r in continued + base)}
     better, worse = -1 in signs.values(), 1 in signs.values()
     if better and worse:
         side = {-1: "lowers", 1: "raises", 0: "leaves"}
         return (f"- {what} {side[signs['fid_nocfg']]} FID without CFG but {side[signs['fid_cfg']]} it with CFG "
-                f"(intervals excluding zero): mixed, not a uniformly better {stage.removeprefix('the ')}.")
+                f"(intervals excluding zero): mixed, not a uniformly better {stage}.")
     if better:
-        return f"- {what} **improves** FID beyond the interval: {stage} is not at its plateau for these settings."
+        return f"- {what} **improves** FID beyond the interval: the {stage} is not at its plateau for these settings."
     if worse:
-        return f"- {what} makes FID worse (interval above zero): {stage} is not undertrained for these settings."
+        return f"- {what} makes FID worse (interval above zero): the {stage} is not undertrained for these settings."
     return (f"- {what} does not change FID beyond its interval: consistent with a converged "
-            f"{stage.removeprefix('the ')}.")
+            f"{stage}.")
 
 
 def verdict(rows, results: dict, control: str | None) -> list[str]:
@@ -190,10 +190,10 @@ def verdict(rows, results: dict, control: str | None) -> list[str]:
                    f"control's.")
     if control in results and "base" in results:
         out.append(convergence_check(results[control], results["base"], "Base convergence check: the matched "
-                                     "control (the same update without the policy term)", "the base"))
+                                     "control (the same update without the policy term)", "base"))
     if "tokenizer" in results and "base" in results:
         out.append(convergence_check(results["tokenizer"], results["base"], "Tokenizer convergence check: "
-                                     "fine-tuning the tokenizer's decoder (the `tokenizer` row)", "the tokenizer"))
+                                     "fine-tuning the tokenizer's decoder (the `tokenizer` row)", "tokenizer"))
     if "vapi_no_prior" in results and "vapi" in results:
         worse = statistics.fmean(r["fid_nocfg"] for r in results["vapi_no_prior"]) > statistics.fmean(
             r["fid_nocfg"] for r in results["vapi"])
