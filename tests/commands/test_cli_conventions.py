@@ -21,6 +21,21 @@ def test_flag_styles_become_overrides():
         "train", "data.path=/data/run=1", "train.progress=true", "a.b=c"]
 
 
+def test_a_parser_built_after_others_were_freed_keeps_its_own_options():
+    """Each `main()` builds a new parser. Whether a subparser is config-driven must be a property of that parser: a
+    registry of id()s let a freed config parser's id be reused by a later call's group parser (`pretrain`), whose
+    `--out` then became the override `out=…` and `vapi pretrain features --out DIR` failed with "--out is required"
+    (CI, once; a loop of 300 builds hit it 176 times)."""
+    import gc
+
+    argv = ["pretrain", "features", "--out", "d", "--procedural", "4", "steps=3"]
+    for _ in range(100):
+        parser = build_parser()
+        assert normalize_overrides(parser, argv) == argv
+        del parser
+        gc.collect()
+
+
 def test_flat_trl_names_and_did_you_mean():
     cfg = load_config(RunConfig, None, ["learning_rate=1e-5", "num_generations=4", "micro_batch_size=4"])
     assert cfg.optim.learning_rate == 1e-5 and cfg.objective.num_generations == 4

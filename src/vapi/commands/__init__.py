@@ -6,7 +6,9 @@ import re
 
 from vapi.config import describe
 
-CONFIG_PARSERS: set[int] = set()
+# Marks a config-driven parser (see normalize_overrides). An attribute on the parser itself, not a global set of
+# id()s: a new parser is built per `main()` call, and a stale id can be reused by an unrelated parser of a later call.
+_CONFIG_DRIVEN = "_vapi_config_driven"
 
 
 class UserError(Exception):
@@ -40,7 +42,7 @@ def add_config_parser(subparsers, name: str, cfg_cls, help: str, description: st
         parser.add_argument(positional[0], **positional[1])
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="option overrides (also --key value or --key=value)")
-    CONFIG_PARSERS.add(id(parser))  # ids of the config-driven parsers (see normalize_overrides)
+    setattr(parser, _CONFIG_DRIVEN, True)
     return parser
 
 
@@ -56,7 +58,7 @@ def add_flag_aliases(parser: argparse.ArgumentParser, cfg_cls, aliases: dict[str
     for action in parser._actions:
         if action.dest in aliases:
             action.__class__ = _recording(type(action))
-    CONFIG_PARSERS.add(id(parser))
+    setattr(parser, _CONFIG_DRIVEN, True)
 
 
 def _recording(action_cls: type) -> type:
@@ -93,7 +95,7 @@ def normalize_overrides(parser: argparse.ArgumentParser, argv: list[str]) -> lis
     while i < len(argv):
         sub = _subparser(parser, argv[i])
         if sub is not None:
-            if id(sub) in CONFIG_PARSERS:
+            if getattr(sub, _CONFIG_DRIVEN, False):
                 return out + [argv[i]] + _rewrite(sub, argv[i + 1:])
             parser = sub
         out.append(argv[i])
