@@ -1,8 +1,9 @@
 """vapi.demo.ablate_report: intervals, paired differences, and each row against its own matched control."""
 import pytest
 from vapi.demo.ablate import STUDIES, Row
-from vapi.demo.ablate_report import (bootstrap_mean_ci, difference_table, differences_to_base, paired_differences,
-                                     verdict)
+from vapi.demo.ablate_report import (base_continuation, bootstrap_mean_ci, difference_table, differences_to_base,
+                                     paired_differences, prior_phrase, verdict)
+from vapi.training.config import ObjectiveConfig
 
 
 def run(fid, acc=0.9, fid_cfg=None):
@@ -47,22 +48,45 @@ def test_verdict_checks_the_base_and_the_tokenizer_for_convergence():
     base = [run(1.0), run(1.1), run(0.9)]  # mean 1.0
     results = {"base": base, "control": [run(1.2), run(1.3), run(1.25)],  # the CE continuation: worse
                "vapi": [run(1.1), run(1.2), run(1.15)], "tokenizer": [run(0.8), run(0.7), run(0.75)]}  # better
-    lines = verdict([], results, "control")
+    lines = verdict([], results, "control", "control")
     assert any(line.startswith("- Base convergence check") and "makes FID worse" in line for line in lines)
     assert any(line.startswith("- Tokenizer convergence check") and "**improves** FID" in line
                and "the tokenizer is not at its plateau" in line for line in lines)
     assert any("aim" in line and "**not reached**" in line for line in lines)  # VA-π above the base
     results["tokenizer"] = [run(0.9), run(1.1), run(1.0)]
-    assert any("consistent with a converged tokenizer" in line for line in verdict([], results, "control"))
+    assert any("consistent with a converged tokenizer" in line for line in verdict([], results, "control", "control"))
     del results["tokenizer"]
-    assert not any("Tokenizer" in line for line in verdict([], results, "control"))
+    assert not any("Tokenizer" in line for line in verdict([], results, "control", "control"))
+
+
+def test_the_base_is_checked_against_a_ce_continuation_never_against_itself():
+    kl, ce = ObjectiveConfig(prior_weight=0.0, beta=1.0), ObjectiveConfig(prior_weight=1.0, beta=0.0)
+    base = [run(1.0), run(1.1), run(0.9)]
+    same = [run(1.0)] * 3  # a KL-only control: the base's own weights
+    results = {"base": base, "control": same, "vapi": [run(0.8), run(0.85), run(0.82)]}
+    assert base_continuation(results, "control", ce) == "control"
+    assert base_continuation(results, "control", kl) is None  # it would "confirm" convergence by construction
+    lines = verdict([], results, "control", None)
+    assert any(line.startswith("- Base convergence check: not run") and "`ce` row" in line for line in lines)
+    assert not any("consistent with a converged base" in line for line in lines)
+    results["ce"] = [run(0.7), run(0.75), run(0.72)]  # training on, on CE, improves FID: the base is undertrained
+    assert base_continuation(results, "control", kl) == base_continuation(results, "control", ce) == "ce"
+    line = next(line for line in verdict([], results, "control", "ce") if "Base convergence" in line)
+    assert "the `ce` row" in line and "**improves** FID" in line and "not at its plateau" in line
+
+
+def test_the_prior_term_in_words():
+    assert prior_phrase(ObjectiveConfig(prior_weight=0.0, beta=1.0)) == "KL-to-reference prior β 1"
+    assert prior_phrase(ObjectiveConfig(prior_weight=0.1, beta=0.0)) == "CE prior β 0.1"
+    assert prior_phrase(ObjectiveConfig(prior_weight=0.1, beta=0.5)) == "CE prior β 0.1 + KL-to-reference prior β 0.5"
+    assert prior_phrase(ObjectiveConfig(prior_weight=0.0, beta=0.0)) == "no prior term"
 
 
 def test_a_continuation_better_without_cfg_and_worse_with_it_is_mixed():
     base = [run(1.0, fid_cfg=0.5), run(1.1, fid_cfg=0.6), run(0.9, fid_cfg=0.4)]
     results = {"base": base, "control": [run(1.0, fid_cfg=0.5)] * 3,
                "tokenizer": [run(0.8, fid_cfg=1.0), run(0.7, fid_cfg=1.1), run(0.75, fid_cfg=0.9)]}
-    line = next(line for line in verdict([], results, "control") if "Tokenizer" in line)
+    line = next(line for line in verdict([], results, "control", "control") if "Tokenizer" in line)
     assert "lowers FID without CFG but raises it with CFG" in line and "mixed" in line
 
 
@@ -77,12 +101,12 @@ def test_job_layout_and_job_errors():
     assert isinstance(job_failed("main/vapi seed 1", KeyError("x")), RuntimeError)  # a bug keeps its traceback
 
 
-@pytest.mark.parametrize("default", [{}, {"objective.prior_weight": 0.0, "objective.beta": 1.0}])
+@pytest.mark.parametrize("default", [{}, {"objective.prior_weight": 1.0, "objective.beta": 0.0}])  # KL, then CE
 def test_rows_set_the_prior_whole_whichever_prior_the_defaults_use(default):
     from vapi.demo.run import PostTrain, apply_overrides
     expected = {"vapi_no_prior": (0.0, 0.0), "perceptual_only": (0.0, 0.0), "mse_perceptual": (0.0, 0.0),
                 "ce_beta0.1": (0.1, 0.0), "ce_beta1": (1.0, 0.0), "kl_beta0.01": (0.0, 0.01), "kl_beta1": (0.0, 1.0),
-                "vapi_beta1": (1.0, 0.0)}
+                "vapi_beta1": (1.0, 0.0), "vapi_kl1": (0.0, 1.0), "control_kl1": (0.0, 1.0)}
     for rows in STUDIES.values():
         for row in rows:
             if row.name in expected:

@@ -28,11 +28,14 @@ def test_tiny_demo_end_to_end(tmp_path, capsys):
     assert f"report: {run / 'report.md'}" in out and "| VA-π |" in out and "95 %" in out
     report = (run / "report.md").read_text()
     assert "matched control" in report and "Evaluation noise (base prior, 2 sampling seeds, N = 40" in report
-    for name in ("real", "samples_base", "samples_vapi", "samples_control", "samples_vapi_no_prior", "curves", "rows"):
+    assert "KL-to-reference prior β 1" in report  # the demo's prior term, named in the report's settings
+    assert "Base convergence check: the CE fine-tune (the `ce` row" in report  # not the KL-only control (= the base)
+    for name in ("real", "samples_base", "samples_vapi", "samples_control", "samples_ce", "samples_vapi_no_prior",
+                 "curves", "rows"):
         assert (run / f"{name}.png").stat().st_size > 0
         assert f"{name}.png" in report
     results = json.loads((run / "results.json").read_text())["results"]
-    assert set(results) == {"base", "control", "vapi", "vapi_no_prior"}
+    assert set(results) == {"base", "control", "ce", "vapi", "vapi_no_prior"}
     assert len(results["vapi"]) == 2 and len(results["base"]) == 2  # 2 seeds; 2 evaluation seeds of the base
     assert (run / "vapi-seed1" / "model" / "config.json").is_file() and (run / "vapi-seed1" / "eval_settings.json").is_file()
     assert '"val_ce"' in (run / "vapi-seed1" / "metrics.jsonl").read_text()  # post.eval_steps=2: curves of val CE

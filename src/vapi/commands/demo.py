@@ -11,7 +11,8 @@ def add_parser(sub) -> None:
 
     p = add_config_parser(
         sub, "demo", DemoConfig,
-        help="the main study's core on the embedded shapes: base, matched control, VA-π, β = 0, with intervals",
+        help="the main study's core on the embedded shapes: base, matched control, CE fine-tune, VA-π, β = 0, "
+             "with intervals",
         description="The whole VA-π story on a CPU with nothing to download. Cached stages are reused; "
                     "options: --config FILE (YAML) then key=value overrides. Your own stages and class folders: "
                     "tokenizer_path, prior_path, evalnet_path, perceptual_path, data.root, data.test_root.",

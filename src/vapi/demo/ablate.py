@@ -2,14 +2,15 @@
 
 Studies (rows are overrides of the demo's `post` settings; every row shares update mode, batch, lr, schedule, steps
 and data order with VA-π unless it varies them):
-  main    Table 1: base, the matched control (VA-π, policy term off), plain CE (same mode), VA-π, VA-π β = 0, and the
-          baselines: STE, post-trained tokenizer, free-running GRPO (its reward: the perceptual net's class
+  main    Table 1: base, the matched control (VA-π, policy term off), plain CE (same mode: the paper's "CE only" and
+          the base's convergence check), VA-π, VA-π β = 0, and the baselines: STE, post-trained tokenizer, free-running GRPO (its reward: the perceptual net's class
           probability, never the evaluation net; 16 images/step because each is generated G times)
-  reward  Table 3: perceptual only, MSE + perceptual, CE only (= the control), MSE + perceptual + CE (= VA-π), MSE + CE
+  reward  Table 3: perceptual only, MSE + perceptual, CE only, the prior term only (= the control), MSE + perceptual +
+          prior (= VA-π), MSE + prior
   prior   the β figure: β ∈ {0.01, 0.1, 1} with the CE prior, and with a KL-to-reference prior instead
   noise   Table 5: ξ ∈ {0, 0.25, 0.5, 0.75, 0.95}
-  sweep   the search behind the demo's defaults: β 0.1 and 1, β 0.1 at lr 3e-5, β = 0, each VA-π setting beside its own
-          matched control (the same setting with the policy term off; `Row.control`)
+  sweep   the search behind the demo's defaults: CE prior β 0.1 and 1, β 0.1 at lr 3e-5, KL prior β 1, β = 0, each
+          VA-π setting beside its own matched control (the same setting with the policy term off; `Row.control`)
 The base is evaluated with `eval_seeds` sampling seeds (the evaluation noise); every post-trained model with the
 shared `eval_seed`. Every run's final policy is saved as a vapi model folder with its evaluation settings. The
 perceptual term stands in for the paper's LPIPS (see `objectives.perceptual`).
@@ -68,12 +69,15 @@ def kl_prior(beta: float) -> dict:
 BASE = Row("base", "base prior", train=False, paper="FID 14.36, IS 86.55 (CFG: 2.37, 252.16)")
 CE_ONLY = "CE only: FID 14.17, IS 88.78"
 VAPI = "FID 7.65, IS 116.70 (CFG: 2.28, 273.53), 25 min"
+# a CE fine-tune in VA-π's update mode: the paper's "CE only" row, and a continuation of the base on its own objective
+# (the base's convergence check: with a KL-to-reference prior the matched control is the base itself)
+CE_ROW = Row("ce", "CE fine-tune (same update mode)", {"objective.name": "ce"}, paper=CE_ONLY)
 
 STUDIES: dict[str, list[Row]] = {
     "main": [
         BASE,
-        Row("control", "matched control (VA-π, policy term off)", CONTROL, paper=CE_ONLY),
-        Row("ce", "CE fine-tune (same update mode)", {"objective.name": "ce"}),
+        Row("control", "matched control (VA-π, policy term off)", CONTROL),
+        CE_ROW,
         Row("vapi", "VA-π", {}, expect="lower", paper=VAPI),
         Row("vapi_no_prior", "VA-π, β = 0", NO_PRIOR, expect="higher",
             paper="MSE + LPIPS, no prior: FID 38.63, IS 48.14 (\"diverges\")"),
@@ -92,13 +96,14 @@ STUDIES: dict[str, list[Row]] = {
             expect="higher", paper="LPIPS only: FID 38.76, IS 49.78"),
         Row("mse_perceptual", "MSE + perceptual", NO_PRIOR, expect="higher",
             paper="MSE + LPIPS: FID 38.63, IS 48.14"),
-        Row("control", "CE only (matched control)", CONTROL, paper=CE_ONLY),
-        Row("vapi", "MSE + perceptual + CE (VA-π)", {}, expect="lower", paper=VAPI),
-        Row("mse_ce", "MSE + CE (not in the paper)", {"reward.perceptual": 0.0}),
+        CE_ROW,
+        Row("control", "prior term only (matched control)", CONTROL),
+        Row("vapi", "MSE + perceptual + prior (VA-π)", {}, expect="lower", paper=VAPI),
+        Row("mse_ce", "MSE + prior (not in the paper)", {"reward.perceptual": 0.0}),
     ],
     "prior": [
         BASE,
-        Row("control", "matched control (the demo's β, policy term off)", CONTROL, paper=CE_ONLY),
+        Row("control", "matched control (the demo's prior, policy term off)", CONTROL),
         *[Row(f"ce_beta{b:g}", f"CE prior, β = {b:g}", ce_prior(b), expect=e, paper=f)
           for b, e, f in ((0.01, "higher", "≈ 22 (smallest β, unlabelled)"), (0.1, "lower", VAPI),
                           (1.0, "lower", "≈ 10.9"))],
@@ -118,14 +123,16 @@ STUDIES: dict[str, list[Row]] = {
     # with the policy term off)
     "sweep": [
         BASE,
-        Row("control", "matched control (β 0.1)", {**CONTROL, **ce_prior(0.1)}),
-        Row("vapi", "VA-π, β 0.1", ce_prior(0.1), expect="lower", paper=VAPI),
-        Row("control_beta1", "matched control (β 1)", {**CONTROL, **ce_prior(1.0)}),
-        Row("vapi_beta1", "VA-π, β 1", ce_prior(1.0), control="control_beta1"),
-        Row("control_lr3e-5", "matched control (β 0.1, lr 3e-5)",
+        Row("control", "matched control (CE prior β 0.1)", {**CONTROL, **ce_prior(0.1)}),
+        Row("vapi", "VA-π, CE prior β 0.1", ce_prior(0.1), expect="lower", paper=VAPI),
+        Row("control_beta1", "matched control (CE prior β 1)", {**CONTROL, **ce_prior(1.0)}),
+        Row("vapi_beta1", "VA-π, CE prior β 1", ce_prior(1.0), control="control_beta1"),
+        Row("control_lr3e-5", "matched control (CE prior β 0.1, lr 3e-5)",
             {**CONTROL, **ce_prior(0.1), "optim.learning_rate": 3e-5}),
-        Row("vapi_lr3e-5", "VA-π, β 0.1, lr 3e-5", {**ce_prior(0.1), "optim.learning_rate": 3e-5},
+        Row("vapi_lr3e-5", "VA-π, CE prior β 0.1, lr 3e-5", {**ce_prior(0.1), "optim.learning_rate": 3e-5},
             control="control_lr3e-5"),
+        Row("control_kl1", "matched control (KL prior β 1)", {**CONTROL, **kl_prior(1.0)}),
+        Row("vapi_kl1", "VA-π, KL prior β 1", kl_prior(1.0), control="control_kl1"),
         Row("vapi_no_prior", "VA-π, β = 0", NO_PRIOR, expect="higher"),
     ],
 }

@@ -168,7 +168,25 @@ def convergence_check(continued: list[dict], base: list[dict], what: str, stage:
             f"{stage}.")
 
 
-def verdict(rows, results: dict, control: str | None) -> list[str]:
+def prior_phrase(objective) -> str:
+    """The prior term in words: the paper's CE to the clean tokens (`prior_weight`), a KL to the initial policy
+    (`beta`), both, or none."""
+    terms = [f"{name} β {w:g}" for name, w in (("CE prior", objective.prior_weight), ("KL-to-reference prior",
+                                                                                      objective.beta)) if w > 0]
+    return " + ".join(terms) or "no prior term"
+
+
+def base_continuation(results: dict, control: str | None, objective) -> str | None:
+    """The row that continues the base on its own objective (the base's convergence check): the CE fine-tune when
+    the study ran it, else the matched control if its update has a CE term; with only a KL-to-reference prior the
+    control returns the base itself (no gradient at the reference), so it checks nothing."""
+    if "ce" in results:
+        return "ce"
+    return control if control in results and objective.prior_weight > 0 else None
+
+
+def verdict(rows, results: dict, control: str | None, continuation: str | None) -> list[str]:
+    """The verdict lines; `continuation`: the row that checks the base's convergence (`base_continuation`)."""
     out = []
     if "vapi" in results and control in results:
         v = results["vapi"]
@@ -188,9 +206,14 @@ def verdict(rows, results: dict, control: str | None) -> list[str]:
         out.append(f"- VA-π's own objective on held-out images (the reward of teacher-forced samples, "
                    f"{fmt_ci(diffs, '{:+.4f}')} vs the matched control) is {words[excludes_zero(diffs)]} the "
                    f"control's.")
-    if control in results and "base" in results:
-        out.append(convergence_check(results[control], results["base"], "Base convergence check: the matched "
-                                     "control (the same update without the policy term)", "base"))
+    if continuation in results and "base" in results:
+        what = ("the CE fine-tune (the `ce` row: VA-π's update mode, batch, lr, steps and data order)"
+                if continuation == "ce" else "the matched control (the same update without the policy term)")
+        out.append(convergence_check(results[continuation], results["base"], f"Base convergence check: {what}",
+                                     "base"))
+    elif control in results and "base" in results:
+        out.append("- Base convergence check: not run. The matched control has no CE term (a KL-to-reference prior "
+                   "alone returns the base itself); add the `ce` row.")
     if "tokenizer" in results and "base" in results:
         out.append(convergence_check(results["tokenizer"], results["base"], "Tokenizer convergence check: "
                                      "fine-tuning the tokenizer's decoder (the `tokenizer` row)", "tokenizer"))
@@ -262,6 +285,7 @@ def time_lines(rows, times: dict, stages) -> list[str]:
 def write_study_report(run_dir: Path, cfg, study: str, rows, results: dict, grids: dict, curves: dict, stages,
                        times: dict, real, num_classes: int) -> Path:
     control = "control" if "control" in results else None
+    continuation = base_continuation(results, control, cfg.post.objective)
     save_grid(real, run_dir / "real.png", nrow=8)
     for name, images in grids.items():
         save_grid(images, run_dir / f"samples_{name}.png", nrow=8)
@@ -278,7 +302,7 @@ def write_study_report(run_dir: Path, cfg, study: str, rows, results: dict, grid
         f"# vapi ablate {study}", "",
         f"{data_line(cfg, num_classes)} Post-training: {p.steps} steps, "
         f"{p.images_per_step} images/step × G {p.objective.num_generations}, lr {p.optim.learning_rate:g}, update in "
-        f"{p.objective.policy_mode} mode, ξ {p.objective.context_noise:g}, β {p.objective.prior_weight:g}, reward "
+        f"{p.objective.policy_mode} mode, ξ {p.objective.context_noise:g}, {prior_phrase(p.objective)}, reward "
         f"MSE {p.reward.mse:g} + perceptual {p.reward.perceptual:g} + LPIPS {p.reward.lpips:g}; each row overrides "
         f"only what it varies. {cfg.seeds} post-training seed(s) per row (seed s: the same data order in every row). "
         f"Every post-trained model: {cfg.eval_samples} class-balanced samples, sampling seed {cfg.eval_seed}, "
@@ -290,7 +314,7 @@ def write_study_report(run_dir: Path, cfg, study: str, rows, results: dict, grid
         "The paper's numbers (docs/paper_numbers.md) are LlamaGen on ImageNet (not comparable in scale); only "
         "directions are compared. '≈': read off the paper's figure; '—': the paper states no number or direction "
         "for that row.", "",
-        "## Verdict (computed from the intervals)", "", *verdict(rows, results, control), "",
+        "## Verdict (computed from the intervals)", "", *verdict(rows, results, control, continuation), "",
         "![rows](rows.png)", "",
         "## Tokenizer–generator misalignment of the base prior", "",
         f"- tokenizer reconstruction MSE on test images: {base['recon_mse']:.4f}",
@@ -307,7 +331,7 @@ def write_study_report(run_dir: Path, cfg, study: str, rows, results: dict, grid
         "Every run's final policy: `<row>-seed<s>/model` (a vapi model folder) with `eval_settings.json`.", "",
     ]
     (run_dir / "table.md").write_text("\n".join([noise_line(results["base"], cfg.eval_samples), "", *table, "",
-                                                 *diffs, "", *verdict(rows, results, control)]) + "\n")
+                                                 *diffs, "", *verdict(rows, results, control, continuation)]) + "\n")
     path = run_dir / "report.md"
     path.write_text("\n".join(lines))
     return path
