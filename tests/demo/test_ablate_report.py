@@ -90,6 +90,16 @@ def test_a_continuation_better_without_cfg_and_worse_with_it_is_mixed():
     assert "lowers FID without CFG but raises it with CFG" in line and "mixed" in line
 
 
+def test_the_verdict_states_fid_with_cfg_beside_the_unguided_aim():
+    base = [run(1.0, fid_cfg=0.5), run(1.1, fid_cfg=0.6), run(0.9, fid_cfg=0.4)]  # means 1.0 / 0.5
+    results = {"base": base, "control": [run(1.0, fid_cfg=0.5)] * 3,
+               "vapi": [run(0.8, fid_cfg=0.7), run(0.7, fid_cfg=0.8), run(0.75, fid_cfg=0.75)]}
+    lines = verdict([], results, "control", None)
+    assert any("aim" in line and "**reached**" in line for line in lines)  # unguided: lower than both
+    line = next(line for line in lines if line.startswith("- With CFG"))
+    assert "higher than the base's (+0.250 [" in line and "higher than the matched control's (+0.250 [" in line
+
+
 def test_job_layout_and_job_errors():
     from vapi.demo.ablate import job_failed, job_layout
     from vapi.demo.run import DemoConfig

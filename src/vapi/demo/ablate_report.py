@@ -199,6 +199,12 @@ def verdict(rows, results: dict, control: str | None, continuation: str | None) 
                    + ").")
         out.append("- The aim (VA-π lowers FID relative to both, intervals excluding zero) is "
                    + ("**reached**." if d_base == -1 and d_ctrl == -1 else "**not reached**."))
+        if all("fid_cfg" in r for r in v + results["base"] + results[control]):  # the aim is unguided; say both
+            base_cfg = differences_to_base(v, results["base"], "fid_cfg")
+            ctrl_cfg = paired_differences(v, results[control], "fid_cfg")
+            out.append(f"- With CFG, VA-π's FID is {words[excludes_zero(base_cfg)]} the base's "
+                       f"({fmt_ci(base_cfg, '{:+.3f}')}) and {words[excludes_zero(ctrl_cfg)]} the matched control's "
+                       f"({fmt_ci(ctrl_cfg, '{:+.3f}')}).")
     if "vapi" in results and control in results and all("tf_sample_reward" in r
                                                          for r in results["vapi"] + results[control]):
         diffs = paired_differences(results["vapi"], results[control], "tf_sample_reward")
