@@ -1,8 +1,8 @@
 """vapi.demo.ablate_report: intervals, paired differences, and each row against its own matched control."""
 import pytest
 from vapi.demo.ablate import STUDIES, Row
-from vapi.demo.ablate_report import (base_continuation, bootstrap_mean_ci, difference_table, differences_to_base,
-                                     paired_differences, prior_phrase, verdict)
+from vapi.demo.ablate_report import (base_continuation, bootstrap_mean_ci, control_has_ce, difference_table,
+                                     differences_to_base, paired_differences, prior_phrase, verdict)
 from vapi.training.config import ObjectiveConfig
 
 
@@ -64,15 +64,25 @@ def test_the_base_is_checked_against_a_ce_continuation_never_against_itself():
     base = [run(1.0), run(1.1), run(0.9)]
     same = [run(1.0)] * 3  # a KL-only control: the base's own weights
     results = {"base": base, "control": same, "vapi": [run(0.8), run(0.85), run(0.82)]}
-    assert base_continuation(results, "control", ce) == "control"
-    assert base_continuation(results, "control", kl) is None  # it would "confirm" convergence by construction
+    assert base_continuation(results, "control", True) == "control"
+    assert base_continuation(results, "control", False) is None  # it would "confirm" convergence by construction
     lines = verdict([], results, "control", None)
     assert any(line.startswith("- Base convergence check: not run") and "`ce` row" in line for line in lines)
     assert not any("consistent with a converged base" in line for line in lines)
     results["ce"] = [run(0.7), run(0.75), run(0.72)]  # training on, on CE, improves FID: the base is undertrained
-    assert base_continuation(results, "control", kl) == base_continuation(results, "control", ce) == "ce"
+    assert base_continuation(results, "control", False) == base_continuation(results, "control", True) == "ce"
     line = next(line for line in verdict([], results, "control", "ce") if "Base convergence" in line)
     assert "the `ce` row" in line and "**improves** FID" in line and "not at its plateau" in line
+
+
+def test_whether_the_control_trains_on_ce_is_read_from_its_own_row():
+    kl, ce = ObjectiveConfig(prior_weight=0.0, beta=1.0), ObjectiveConfig(prior_weight=1.0, beta=0.0)
+    assert control_has_ce(STUDIES["main"], "control", ce) and not control_has_ce(STUDIES["main"], "control", kl)
+    assert control_has_ce(STUDIES["sweep"], "control", kl)  # the sweep's control sets the CE prior β 0.1 itself
+    assert control_has_ce([Row("control", "c", {"objective.name": "ce"})], "control", kl)
+    assert not control_has_ce([Row("control", "c", {"objective.prior_weight": 0.0})], "control", ce)
+    main = {r.name: r for r in STUDIES["main"]}  # the paper's "CE only" is the CE fine-tune, not the KL-only control
+    assert main["ce"].paper.startswith("CE only") and not main["control"].paper
 
 
 def test_the_prior_term_in_words():

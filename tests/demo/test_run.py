@@ -115,7 +115,9 @@ def test_reuse_runs_trains_a_row_shared_by_studies_once(tmp_path, monkeypatch):
 def test_runs_in_two_processes_equal_the_runs_in_one(tmp_path):
     """`jobs=2`: the runs go to two spawned processes (one torch thread each); every trained row's results and the
     saved policies are those of the one-process study."""
-    common = [*TINY, f"cache_dir={tmp_path / 'cache'}", "seeds=2", "eval_seeds=1"]
+    # the CE prior, so that the matched control trains too (with the default KL prior alone it is the base's weights)
+    common = [*TINY, f"cache_dir={tmp_path / 'cache'}", "seeds=2", "eval_seeds=1", "post.objective.prior_weight=1",
+              "post.objective.beta=0"]
     assert main(["ablate", "main", "--rows", "base,control,vapi", *common, "threads=1",
                  f"out_dir={tmp_path / 'one'}"]) == 0
     assert main(["ablate", "main", "--rows", "base,control,vapi", *common, "jobs=2", "threads=2",
@@ -123,4 +125,5 @@ def test_runs_in_two_processes_equal_the_runs_in_one(tmp_path):
     one, two = (next((tmp_path / d).glob("ablate-main-*")) for d in ("one", "two"))
     a, b = (json.loads((d / "results.json").read_text())["results"] for d in (one, two))
     assert a["control"] == b["control"] and a["vapi"] == b["vapi"] and len(b["vapi"]) == 2
+    assert a["control"][0]["val_ce"] != a["base"][0]["val_ce"]  # the control was trained: not the base's weights
     assert (two / "samples_vapi.png").stat().st_size > 0 and (two / "vapi-seed1" / "model" / "config.json").is_file()

@@ -176,13 +176,23 @@ def prior_phrase(objective) -> str:
     return " + ".join(terms) or "no prior term"
 
 
-def base_continuation(results: dict, control: str | None, objective) -> str | None:
+def control_has_ce(rows, control: str | None, objective) -> bool:
+    """Whether the study's matched control, resolved (the demo's `objective` under the control row's own overrides),
+    trains on a CE term: the CE method, or a CE prior (`prior_weight` > 0)."""
+    row = next((r for r in rows if r.name == control), None)
+    overrides = row.overrides if row is not None else {}
+    return (overrides.get("objective.name", objective.name) == "ce"
+            or overrides.get("objective.prior_weight", objective.prior_weight) > 0)
+
+
+def base_continuation(results: dict, control: str | None, control_ce: bool) -> str | None:
     """The row that continues the base on its own objective (the base's convergence check): the CE fine-tune when
-    the study ran it, else the matched control if its update has a CE term; with only a KL-to-reference prior the
-    control returns the base itself (no gradient at the reference), so it checks nothing."""
+    the study ran it, else the matched control if it trains on a CE term (`control_has_ce`); with only a
+    KL-to-reference prior (or none) the control returns the base itself (no gradient at the reference), so it checks
+    nothing."""
     if "ce" in results:
         return "ce"
-    return control if control in results and objective.prior_weight > 0 else None
+    return control if control in results and control_ce else None
 
 
 def verdict(rows, results: dict, control: str | None, continuation: str | None) -> list[str]:
@@ -218,8 +228,9 @@ def verdict(rows, results: dict, control: str | None, continuation: str | None) 
         out.append(convergence_check(results[continuation], results["base"], f"Base convergence check: {what}",
                                      "base"))
     elif control in results and "base" in results:
-        out.append("- Base convergence check: not run. The matched control has no CE term (a KL-to-reference prior "
-                   "alone returns the base itself); add the `ce` row.")
+        out.append("- Base convergence check: not run. The matched control has no CE term (with a KL-to-reference "
+                   "prior alone, or none, it returns the base itself) and the study has no `ce` row (`vapi ablate "
+                   "main` has one).")
     if "tokenizer" in results and "base" in results:
         out.append(convergence_check(results["tokenizer"], results["base"], "Tokenizer convergence check: "
                                      "fine-tuning the tokenizer's decoder (the `tokenizer` row)", "tokenizer"))
@@ -291,7 +302,7 @@ def time_lines(rows, times: dict, stages) -> list[str]:
 def write_study_report(run_dir: Path, cfg, study: str, rows, results: dict, grids: dict, curves: dict, stages,
                        times: dict, real, num_classes: int) -> Path:
     control = "control" if "control" in results else None
-    continuation = base_continuation(results, control, cfg.post.objective)
+    continuation = base_continuation(results, control, control_has_ce(rows, control, cfg.post.objective))
     save_grid(real, run_dir / "real.png", nrow=8)
     for name, images in grids.items():
         save_grid(images, run_dir / f"samples_{name}.png", nrow=8)
