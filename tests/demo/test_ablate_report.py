@@ -60,7 +60,6 @@ def test_verdict_checks_the_base_and_the_tokenizer_for_convergence():
 
 
 def test_the_base_is_checked_against_a_ce_continuation_never_against_itself():
-    kl, ce = ObjectiveConfig(prior_weight=0.0, beta=1.0), ObjectiveConfig(prior_weight=1.0, beta=0.0)
     base = [run(1.0), run(1.1), run(0.9)]
     same = [run(1.0)] * 3  # a KL-only control: the base's own weights
     results = {"base": base, "control": same, "vapi": [run(0.8), run(0.85), run(0.82)]}

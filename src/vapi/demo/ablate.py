@@ -3,8 +3,9 @@
 Studies (rows are overrides of the demo's `post` settings; every row shares update mode, batch, lr, schedule, steps
 and data order with VA-π unless it varies them):
   main    Table 1: base, the matched control (VA-π, policy term off), plain CE (same mode: the paper's "CE only" and
-          the base's convergence check), VA-π, VA-π β = 0, and the baselines: STE, post-trained tokenizer, free-running GRPO (its reward: the perceptual net's class
-          probability, never the evaluation net; 16 images/step because each is generated G times)
+          the base's convergence check), VA-π, VA-π β = 0, and the baselines: STE, post-trained tokenizer,
+          free-running GRPO (its reward: the perceptual net's class probability, never the evaluation net;
+          16 images/step because each is generated G times)
   reward  Table 3: perceptual only, MSE + perceptual, CE only, the prior term only (= the control), MSE + perceptual +
           prior (= VA-π), MSE + prior
   prior   the β figure: β ∈ {0.01, 0.1, 1} with the CE prior, and with a KL-to-reference prior instead

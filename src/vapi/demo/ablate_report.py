@@ -3,16 +3,19 @@
 a verdict computed from the intervals, PNG plots, sample grids, training curves and wall times."""
 from __future__ import annotations
 
+import copy
 import json
 import random
 import statistics
 from pathlib import Path
+from types import SimpleNamespace
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from vapi.demo.run import apply_overrides  # noqa: E402
 from vapi.imageio import save_grid  # noqa: E402
 
 METRICS = [("fid_nocfg", "FID", "{:.3f}"), ("fid_cfg", "FID (CFG)", "{:.3f}"), ("is_nocfg", "IS", "{:.2f}"),
@@ -180,9 +183,9 @@ def control_has_ce(rows, control: str | None, objective) -> bool:
     """Whether the study's matched control, resolved (the demo's `objective` under the control row's own overrides),
     trains on a CE term: the CE method, or a CE prior (`prior_weight` > 0)."""
     row = next((r for r in rows if r.name == control), None)
-    overrides = row.overrides if row is not None else {}
-    return (overrides.get("objective.name", objective.name) == "ce"
-            or overrides.get("objective.prior_weight", objective.prior_weight) > 0)
+    resolved = SimpleNamespace(objective=copy.deepcopy(objective))
+    apply_overrides(resolved, {k: v for k, v in (row.overrides if row else {}).items() if k.startswith("objective.")})
+    return resolved.objective.name == "ce" or resolved.objective.prior_weight > 0
 
 
 def base_continuation(results: dict, control: str | None, control_ce: bool) -> str | None:

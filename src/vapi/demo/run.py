@@ -68,9 +68,10 @@ class DemoData:
 def demo_objective() -> ObjectiveConfig:
     """Chosen by measurement at this scale (README, "The demo"; `vapi ablate prior`, `vapi ablate sweep`): ξ = 0 (the
     paper's C2I launcher too; with the CE prior ξ ≥ 0.25 made FID worse, with the KL prior no ξ tried beat ξ 0 on
-    seeds it was not chosen with), the update in eval mode (dropout made 25% of the ratios clip), and the prior term as a KL to the initial policy at β = 1 (`objective.beta`) instead of the paper's CE to
-    the clean tokens: of the prior study's rows it was the only one below the base, confirmed on seeds 3-5 it was not
-    chosen with; the paper's CE prior at β 0.1 made FID worse than the base, and at β 1 it equalled it."""
+    seeds it was not chosen with), the update in eval mode (dropout made 25% of the ratios clip), and the prior term
+    as a KL to the initial policy at β = 1 (`objective.beta`) instead of the paper's CE to the clean tokens: of the
+    prior study's rows it was the only one below the base, confirmed on seeds 3-5 it was not chosen with; the
+    paper's CE prior at β 0.1 made FID worse than the base, and at β 1 it equalled it."""
     return ObjectiveConfig(context_noise=0.0, prior_weight=0.0, beta=1.0, policy_mode="eval")
 
 
