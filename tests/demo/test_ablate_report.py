@@ -2,7 +2,7 @@
 import pytest
 from vapi.demo.ablate import STUDIES, Row
 from vapi.demo.ablate_report import (base_continuation, bootstrap_mean_ci, control_has_ce, difference_table,
-                                     differences_to_base, paired_differences, prior_phrase, verdict)
+                                     differences_to_base, paired_differences, prior_phrase, tokenizer_floor, verdict)
 from vapi.training.config import ObjectiveConfig
 
 
@@ -132,3 +132,13 @@ def test_rows_set_the_prior_whole_whichever_prior_the_defaults_use(default):
                 post = PostTrain()
                 apply_overrides(post, {**default, **row.overrides})
                 assert (post.objective.prior_weight, post.objective.beta) == expected[row.name], row.name
+
+
+def test_the_tokenizer_floor_line_puts_the_tokenizer_beside_the_base():
+    first = {**run(0.09), "recon_fid": 0.034, "real_fid": 0.008, "floor_images": 1000}
+    base = [first, run(0.08), run(0.07)]  # mean 0.08
+    (line,) = tokenizer_floor(base)
+    assert "reconstructions of 1000 training images 0.034" in line and "themselves 0.008" in line
+    assert "base's samples 0.080" in line and "the tokenizer alone is +0.026, the base +0.072." in line
+    assert tokenizer_floor([run(0.08)]) == [] and tokenizer_floor([]) == []  # not measured: no line
+    assert line in verdict([], {"base": base}, None, None)

@@ -30,6 +30,7 @@ def test_tiny_demo_end_to_end(tmp_path, capsys):
     assert "matched control" in report and "Evaluation noise (base prior, 2 sampling seeds, N = 40" in report
     assert "KL-to-reference prior β 1" in report  # the demo's prior term, named in the report's settings
     assert "Base convergence check: the CE fine-tune (the `ce` row" in report  # not the KL-only control (= the base)
+    assert "The tokenizer's floor: FID of its reconstructions of 40 training images" in report
     for name in ("real", "samples_base", "samples_vapi", "samples_control", "samples_ce", "samples_vapi_no_prior",
                  "curves", "rows"):
         assert (run / f"{name}.png").stat().st_size > 0
@@ -127,3 +128,40 @@ def test_runs_in_two_processes_equal_the_runs_in_one(tmp_path):
     assert a["control"] == b["control"] and a["vapi"] == b["vapi"] and len(b["vapi"]) == 2
     assert a["control"][0]["val_ce"] != a["base"][0]["val_ce"]  # the control was trained: not the base's weights
     assert (two / "samples_vapi.png").stat().st_size > 0 and (two / "vapi-seed1" / "model" / "config.json").is_file()
+
+
+class _PixelVQ:
+    """A toy tokenizer on [N, 3, 4, 4] images: one token per pixel value, `levels` values over [-1, 1]. With
+    levels=None it is lossless."""
+
+    def __init__(self, levels=None):
+        self.levels = levels
+
+    def encode(self, x):
+        scale = 1000 if self.levels is None else (self.levels - 1) / 2
+        return ((x.flatten(1) + 1) * scale).round().long()  # [N, 48]
+
+    def decode(self, t):
+        scale = 1000 if self.levels is None else (self.levels - 1) / 2
+        return (t.float() / scale - 1).view(len(t), 3, 4, 4)
+
+
+def test_the_tokenizer_floor_is_the_fid_of_its_reconstructions_of_training_images():
+    from vapi.demo.run import Evaluator
+    from vapi.models.classifier import Classifier, ClassifierConfig
+    import torch
+    gen = torch.Generator().manual_seed(0)
+    test = [(torch.rand(3, 4, 4, generator=gen) * 2 - 1, i % 2) for i in range(60)]
+    train = [(torch.rand(3, 4, 4, generator=gen) * 2 - 1, i % 2) for i in range(80)]
+    test_set = type("Held", (list,), {"num_classes": 2})(test)
+    torch.manual_seed(0)
+    net = Classifier(ClassifierConfig(num_classes=2, widths=[4, 8], blocks=1)).eval()
+    cfg = DemoConfig(eval_samples=50)
+    exact = Evaluator(cfg, _PixelVQ(), net, test_set, train=train)
+    out = exact.tokenizer_alignment(None)
+    assert out["floor_images"] == 50  # eval_samples training images
+    assert out["real_fid"] > 0  # another 50 images than the reference: the sampling floor
+    assert abs(out["recon_fid"] - out["real_fid"]) < 1e-3  # a lossless tokenizer sits on the floor
+    coarse = Evaluator(cfg, _PixelVQ(levels=3), net, test_set, train=train).tokenizer_alignment(None)
+    assert coarse["real_fid"] == out["real_fid"] and coarse["recon_fid"] > out["recon_fid"] + 1e-3
+    assert "recon_fid" not in Evaluator(cfg, _PixelVQ(), net, test_set).tokenizer_alignment(None)  # no train set

@@ -198,6 +198,20 @@ def base_continuation(results: dict, control: str | None, control_ce: bool) -> s
     return control if control in results and control_ce else None
 
 
+def tokenizer_floor(base: list[dict]) -> list[str]:
+    """The line that says how much of the base's FID the tokenizer accounts for (Evaluator.tokenizer_alignment on
+    the base's first evaluation)."""
+    if not base or "recon_fid" not in base[0]:
+        return []
+    alignment, fid = base[0], statistics.fmean(r["fid_nocfg"] for r in base)
+    return [f"- The tokenizer's floor: FID of its reconstructions of {alignment['floor_images']} training images "
+            f"{alignment['recon_fid']:.3f} "
+            f"(what a generator that reproduced their tokens exactly would score), of the real images themselves "
+            f"{alignment['real_fid']:.3f} (the sampling floor), of the base's samples {fid:.3f}: above the floor, "
+            f"the tokenizer alone is {alignment['recon_fid'] - alignment['real_fid']:+.3f}, the base "
+            f"{fid - alignment['real_fid']:+.3f}."]
+
+
 def verdict(rows, results: dict, control: str | None, continuation: str | None) -> list[str]:
     """The verdict lines; `continuation`: the row that checks the base's convergence (`base_continuation`)."""
     out = []
@@ -237,6 +251,7 @@ def verdict(rows, results: dict, control: str | None, continuation: str | None) 
     if "tokenizer" in results and "base" in results:
         out.append(convergence_check(results["tokenizer"], results["base"], "Tokenizer convergence check: "
                                      "fine-tuning the tokenizer's decoder (the `tokenizer` row)", "tokenizer"))
+    out += tokenizer_floor(results.get("base", []))
     if "vapi_no_prior" in results and "vapi" in results:
         worse = statistics.fmean(r["fid_nocfg"] for r in results["vapi_no_prior"]) > statistics.fmean(
             r["fid_nocfg"] for r in results["vapi"])

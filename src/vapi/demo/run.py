@@ -292,9 +292,10 @@ GRID_CLASSES = 16  # rows of a sample grid at most
 class Evaluator:
     """Evaluates any generator the same way: same labels, same sampling seed, same measuring network."""
 
-    def __init__(self, cfg: DemoConfig, vq, evalnet, test, reward=None):
+    def __init__(self, cfg: DemoConfig, vq, evalnet, test, reward=None, train=None):
         """`test`: the held-out dataset (its `num_classes` are the labels'); `reward`: the demo's reward (not a
-        row's), scored on held-out teacher-forced samples: VA-π's objective."""
+        row's), scored on held-out teacher-forced samples: VA-π's objective; `train`: the training set, whose first
+        `eval_samples` images give the tokenizer's floor (`tokenizer_alignment`)."""
         self.cfg, self.vq, self.reward, self.num_classes = cfg, vq, reward, test.num_classes
         self.extractor = ClassifierExtractor(evalnet)
         n = min(len(test), 1000)
@@ -304,6 +305,9 @@ class Evaluator:
         self.val_labels = self.test_labels[:n]
         self.ref_feats = reference_features(self.extractor, self.test_images)
         self.labels = balanced_labels(cfg.eval_samples, self.num_classes)
+        self.floor_images = None if train is None else torch.stack(
+            [train[i][0] for i in range(min(len(train), cfg.eval_samples))])  # [n, 3, H, W]
+        self.real_fid = None if train is None else self.fid(self.floor_images)
         self._alignment: tuple | None = None  # (tokenizer, its numbers)
 
     def __call__(self, policy, with_alignment: bool = False, seed: int | None = None, vq=None) -> dict:
@@ -334,12 +338,29 @@ class Evaluator:
 
     def tokenizer_alignment(self, score) -> dict:
         """What does not depend on the generator, once per tokenizer: its reconstruction error (and reward) on the
-        held-out images, and the re-encode change of their tokens."""
+        held-out images, the re-encode change of their tokens and, with training images, the tokenizer's floor:
+        `recon_fid`, the FID of their reconstructions (what a generator that reproduced the training images' tokens
+        exactly would score), beside `real_fid`, the FID of the training images themselves (the sampling floor)."""
         if self._alignment is None or self._alignment[0] is not self.vq:
             x, y = self.test_images[:500], self.test_labels[:500]
-            self._alignment = (self.vq, {**reconstruction_error(self.vq, x, score=score, labels=y),
-                                         "reencode_change_real": reencode_change_rate(self.vq, self.vq.encode(x))})
+            numbers = {**reconstruction_error(self.vq, x, score=score, labels=y),
+                       "reencode_change_real": reencode_change_rate(self.vq, self.vq.encode(x))}
+            if self.floor_images is not None:
+                numbers.update(recon_fid=self.fid(self.reconstruct(self.floor_images)), real_fid=self.real_fid,
+                               floor_images=len(self.floor_images))
+            self._alignment = (self.vq, numbers)
         return dict(self._alignment[1])
+
+    @torch.no_grad()
+    def reconstruct(self, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+        """decode(encode(images)) with the current tokenizer, clamped to the image range [-1, 1]."""
+        return torch.cat([self.vq.decode(self.vq.encode(images[i: i + batch_size])).clamp(-1, 1)
+                          for i in range(0, len(images), batch_size)])
+
+    def fid(self, images: torch.Tensor) -> float:
+        """FID of `images` [N, 3, H, W] against the held-out reference."""
+        feats, _ = compute_features(self.extractor, images, batch_size=500, progress=False)
+        return feature_metrics(feats, None, self.labels, self.ref_feats)["fid"]
 
     def validation(self, policy) -> dict:
         """Clean teacher-forced CE, token accuracy and entropy on the held-out images' tokens."""
@@ -392,7 +413,7 @@ def prepare(cfg: DemoConfig, known: tuple[dict, dict] | None = None) -> Setup:
     if reward_cfg.perceptual_path == "demo":
         reward_cfg.perceptual_path = str(dirs["perceptual"])
     evaluator = stages.timed("eval", lambda: Evaluator(cfg, vq, load_pretrained(dirs["evalnet"]), test,
-                                                       Reward(reward_cfg).eval()))
+                                                       Reward(reward_cfg).eval(), train))
     return Setup(cfg, stages, train, dirs, vq, evaluator, load_pretrained(dirs["prior"]), keys, data_id)
 
 
