@@ -130,8 +130,38 @@ def test_rows_set_the_prior_whole_whichever_prior_the_defaults_use(default):
         for row in rows:
             if row.name in expected:
                 post = PostTrain()
-                apply_overrides(post, {**default, **row.overrides})
+                prior = {k: v for k, v in row.overrides.items() if k.startswith("objective.")}  # PostTrain's part
+                apply_overrides(post, {**default, **prior})
                 assert (post.objective.prior_weight, post.objective.beta) == expected[row.name], row.name
+
+
+def test_every_row_resolves_to_a_run_and_the_sweep_rows_are_what_their_labels_say(tmp_path):
+    from vapi.config import to_dict
+    from vapi.demo.run import DemoConfig, run_config
+    cfg = DemoConfig()
+    runs = {(study, row.name): run_config(cfg, row.overrides, 0, tmp_path, 32)  # an unknown key would raise
+            for study, rows in STUDIES.items() for row in rows if row.train}
+    sweep = {name: rc for (study, name), rc in runs.items() if study == "sweep"}
+    # "the demo's": the same run as the main study's VA-π (so `reuse_runs` shares it)
+    assert to_dict(sweep["vapi_kl1_lr5e-5"]) == to_dict(runs["main", "vapi"])
+    assert sweep["vapi_kl1_lr5e-5"].optim.learning_rate == 5e-5
+    for name in ("vapi", "control", "vapi_beta1", "vapi_kl1", "control_kl1", "vapi_kl2", "vapi_kl1_images64",
+                 "vapi_kl1_steps48", "vapi_no_prior"):
+        assert sweep[name].optim.learning_rate == 1e-4, name  # run at lr 1e-4 before the default moved: pinned
+    assert sweep["vapi_kl1_images64"].train.per_device_batch_size == 64
+    assert sweep["vapi_kl1_steps48"].train.max_steps == 48
+    prior = {name: (rc.objective.prior_weight, rc.objective.beta) for name, rc in sweep.items()}
+    for name in ("control_kl1", "vapi_kl1", "vapi_kl1_lr5e-5", "vapi_kl1_images64", "vapi_kl1_steps48"):
+        assert prior[name] == (0.0, 1.0), name  # the KL-to-reference prior at β 1
+    assert prior["vapi_kl2"] == (0.0, 2.0)
+    for name, beta in (("control", 0.1), ("vapi", 0.1), ("control_beta1", 1.0), ("vapi_beta1", 1.0),
+                       ("control_lr3e-5", 0.1), ("vapi_lr3e-5", 0.1)):
+        assert prior[name] == (beta, 0.0), name  # the CE prior, as in the first sweep
+        assert sweep[name].train.max_steps == 100, name  # the first sweep's steps
+    assert sweep["vapi_lr3e-5"].optim.learning_rate == sweep["control_lr3e-5"].optim.learning_rate == 3e-5
+    for name, rc in sweep.items():  # a control differs from its VA-π row in the policy term
+        assert (rc.objective.policy_weight == 0) == name.startswith("control"), name
+    assert (runs["main", "vapi"].train.per_device_batch_size, runs["main", "vapi"].train.max_steps) == (32, 24)
 
 
 def test_the_tokenizer_floor_line_puts_the_tokenizer_beside_the_base():

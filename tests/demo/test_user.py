@@ -218,3 +218,12 @@ def test_the_stages_left_empty_are_built_from_the_users_data(user, tmp_path):
         assert setup.dirs[name] == tmp_path / "cache" / f"{name}-{setup.keys[name]}"
     assert setup.base.config.num_classes == CLASSES and setup.evaluator.num_classes == CLASSES
     assert setup.evaluator.grid(setup.base, per_class=1).shape[0] == CLASSES
+
+
+def test_the_first_images_of_both_class_folders_mix_the_classes(user):
+    from vapi.demo.run import DemoData
+    from vapi.demo.user import user_data
+    train, test = user_data(DemoData(root=user["train"], test_root=user["test"], image_size=16))
+    for folder in (train, test):  # the evaluator's first N (the tokenizer's floor, validation) cover the classes
+        assert set(folder.labels[:12]) == set(range(CLASSES))
+        assert sorted(folder.labels) == sorted(label for _, label in type(folder)(folder.root, 16).samples)

@@ -67,7 +67,9 @@ def kl_prior(beta: float) -> dict:
     return {"objective.prior_weight": 0.0, "objective.beta": beta}
 
 
-LR_1E4 = {"optim.learning_rate": 1e-4}  # the demo's lr before the sweep on the shipped base
+LR_1E4 = {"optim.learning_rate": 1e-4}
+# the first sweep's settings (lr 1e-4, 100 steps; it ran on the 450-step tokenizer's base, not the shipped one)
+FIRST_SWEEP = {**LR_1E4, "train.max_steps": 100}
 
 # The paper's numbers (LlamaGen-XXL C2I on ImageNet, FID / IS without CFG unless said) as transcribed in
 # docs/paper_numbers.md from the authors' project page; "≈": read off a figure, not printed in the source.
@@ -125,19 +127,21 @@ STUDIES: dict[str, list[Row]] = {
           for x, g in ((0.0, 0.302), (0.25, 0.315), (0.5, 0.339), (0.75, 0.332), (0.95, 0.329))],
     ],
     # the search behind the demo's defaults: each VA-π setting beside its own matched control (the same setting
-    # with the policy term off). The first rows were run on an earlier base at lr 1e-4 (pinned here); the KL rows
+    # with the policy term off). The CE-prior rows pin the first sweep's lr and steps (FIRST_SWEEP); the KL rows
     # searched the shipped base around the KL prior at β 1, whose control (the base's weights: the KL term alone has
     # no gradient at the reference) is the same for every lr, batch, β and step count
     "sweep": [
         BASE,
-        Row("control", "matched control (CE prior β 0.1)", {**CONTROL, **ce_prior(0.1), **LR_1E4}),
-        Row("vapi", "VA-π, CE prior β 0.1", {**ce_prior(0.1), **LR_1E4}, expect="lower", paper=VAPI),
-        Row("control_beta1", "matched control (CE prior β 1)", {**CONTROL, **ce_prior(1.0), **LR_1E4}),
-        Row("vapi_beta1", "VA-π, CE prior β 1", {**ce_prior(1.0), **LR_1E4}, control="control_beta1"),
+        Row("control", "matched control (CE prior β 0.1)", {**CONTROL, **ce_prior(0.1), **FIRST_SWEEP}),
+        Row("vapi", "VA-π, CE prior β 0.1, lr 1e-4, 100 steps", {**ce_prior(0.1), **FIRST_SWEEP}, expect="lower",
+            paper=VAPI),
+        Row("control_beta1", "matched control (CE prior β 1)", {**CONTROL, **ce_prior(1.0), **FIRST_SWEEP}),
+        Row("vapi_beta1", "VA-π, CE prior β 1, lr 1e-4, 100 steps", {**ce_prior(1.0), **FIRST_SWEEP},
+            control="control_beta1"),
         Row("control_lr3e-5", "matched control (CE prior β 0.1, lr 3e-5)",
-            {**CONTROL, **ce_prior(0.1), "optim.learning_rate": 3e-5}),
-        Row("vapi_lr3e-5", "VA-π, CE prior β 0.1, lr 3e-5", {**ce_prior(0.1), "optim.learning_rate": 3e-5},
-            control="control_lr3e-5"),
+            {**CONTROL, **ce_prior(0.1), "optim.learning_rate": 3e-5, "train.max_steps": 100}),
+        Row("vapi_lr3e-5", "VA-π, CE prior β 0.1, lr 3e-5, 100 steps",
+            {**ce_prior(0.1), "optim.learning_rate": 3e-5, "train.max_steps": 100}, control="control_lr3e-5"),
         Row("control_kl1", "matched control (KL prior β 1)", {**CONTROL, **kl_prior(1.0), **LR_1E4}),
         Row("vapi_kl1", "VA-π, KL prior β 1, lr 1e-4", {**kl_prior(1.0), **LR_1E4}, control="control_kl1"),
         Row("vapi_kl1_lr5e-5", "VA-π, KL prior β 1, lr 5e-5 (the demo's)",
@@ -147,7 +151,7 @@ STUDIES: dict[str, list[Row]] = {
         Row("vapi_kl2", "VA-π, KL prior β 2, lr 1e-4", {**kl_prior(2.0), **LR_1E4}, control="control_kl1"),
         Row("vapi_kl1_steps48", "VA-π, KL prior β 1, lr 1e-4, 48 steps",
             {**kl_prior(1.0), **LR_1E4, "train.max_steps": 48}, control="control_kl1"),
-        Row("vapi_no_prior", "VA-π, β = 0", {**NO_PRIOR, **LR_1E4}, expect="higher"),
+        Row("vapi_no_prior", "VA-π, β = 0, lr 1e-4, 100 steps", {**NO_PRIOR, **FIRST_SWEEP}, expect="higher"),
     ],
 }
 
@@ -177,7 +181,7 @@ def save_model(policy, folder: Path, cfg, seed: int, overrides: dict, tokenizer=
         "post_training_seed": seed, "overrides": overrides}, indent=1))
 
 
-RUN_CACHE_FORMAT = 2  # bump when what a cached run holds (eval.json's metrics) changes
+RUN_CACHE_FORMAT = 3  # bump when what a cached run holds (eval.json's metrics) changes
 
 
 def run_key(setup, overrides: dict, seed: int) -> str:

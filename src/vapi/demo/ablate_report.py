@@ -215,7 +215,9 @@ def tokenizer_floor(base: list[dict]) -> list[str]:
 def verdict(rows, results: dict, control: str | None, continuation: str | None) -> list[str]:
     """The verdict lines; `continuation`: the row that checks the base's convergence (`base_continuation`)."""
     out = []
+    judged = next((r.label for r in rows if r.name == "vapi"), "VA-π")  # the sweep's `vapi` is a CE-prior variant
     if "vapi" in results and control in results:
+        out.append(f"- Judged row: `vapi` ({judged}) against `{control}`.")
         v = results["vapi"]
         d_base = excludes_zero(differences_to_base(v, results["base"], "fid_nocfg"))
         d_ctrl = excludes_zero(paired_differences(v, results[control], "fid_nocfg"))

@@ -23,6 +23,16 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def portable_metrics(path: Path, folders: dict[str, str]) -> None:
+    """A stage's metrics.json names the stages it was built on by the path they had where it was built (the prior's
+    "tokenizer": a cache folder on the builder's machine); shipped, it names their folder in assets/demo instead."""
+    metrics = json.loads(path.read_text())
+    for name, folder in folders.items():
+        if isinstance(metrics.get(name), str):
+            metrics[name] = folder
+    path.write_text(json.dumps(metrics, indent=1))
+
+
 def ship(cfg: DemoConfig, dest: Path | None = None) -> Path:
     """Copy the cached stages of `cfg` into `dest` (default assets/demo) and write MANIFEST.json."""
     dest = Path(dest or repo_assets())
@@ -37,6 +47,7 @@ def ship(cfg: DemoConfig, dest: Path | None = None) -> Path:
         files = sorted([f for f in src.iterdir() if f.suffix == ".safetensors" or f.name in SHIPPED_FILES])
         for f in files:
             shutil.copy2(f, out / f.name)
+        portable_metrics(out / "metrics.json", {n: f"{n}-{k}" for n, k in stage_keys(cfg).items()})
         manifest[name] = {"folder": src.name, "key": key, "config": to_dict(getattr(cfg, name)),
                           "files": {f.name: sha256(out / f.name) for f in files}}
     (dest / "MANIFEST.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))

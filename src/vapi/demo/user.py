@@ -105,14 +105,15 @@ def class_folder(key: str, root: str, image_size: int) -> ImageFolderDataset:
 
 
 def user_data(d) -> tuple[ImageFolderDataset, ImageFolderDataset]:
-    """(training, held-out) class folders of `d` (a DemoData). The held-out images come in a seeded order (`d.seed`)
-    so that the first N, which the evaluator's validation uses, mix the classes."""
+    """(training, held-out) class folders of `d` (a DemoData). Both come in a seeded order (`d.seed`) so that the
+    first N, which the evaluator uses (held-out: validation; training: the tokenizer's floor), mix the classes."""
     train = class_folder("data.root", d.root, d.image_size)
     test = class_folder("data.test_root", d.test_root, d.image_size)
     if train.class_names != test.class_names:
         odd = sorted(set(train.class_names) ^ set(test.class_names))
         raise ValueError(f"data.test_root's class folders are not data.root's (in only one of them: "
                          f"{', '.join(odd[:5])}{' ...' if len(odd) > 5 else ''}): give both the same class folders")
-    order = torch.randperm(len(test.samples), generator=torch.Generator().manual_seed(d.seed)).tolist()
-    test.samples = [test.samples[i] for i in order]
+    for i, folder in enumerate((test, train)):  # class folders list one class after another
+        order = torch.randperm(len(folder.samples), generator=torch.Generator().manual_seed(d.seed + i)).tolist()
+        folder.samples = [folder.samples[j] for j in order]
     return train, test
