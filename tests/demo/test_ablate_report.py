@@ -2,7 +2,8 @@
 import pytest
 from vapi.demo.ablate import STUDIES, Row
 from vapi.demo.ablate_report import (base_continuation, bootstrap_mean_ci, control_has_ce, difference_table,
-                                     differences_to_base, paired_differences, prior_phrase, tokenizer_floor, verdict)
+                                     differences_to_base, paired_differences, prior_phrase, selection_note, tokenizer_floor,
+                                     verdict)
 from vapi.training.config import ObjectiveConfig
 
 
@@ -172,3 +173,9 @@ def test_the_tokenizer_floor_line_puts_the_tokenizer_beside_the_base():
     assert "base's samples 0.080" in line and "the tokenizer alone is +0.026, the base +0.072." in line
     assert tokenizer_floor([run(0.08)]) == [] and tokenizer_floor([]) == []  # not measured: no line
     assert line in verdict([], {"base": base}, None, None)
+
+
+def test_the_selection_note_names_seeds_that_overlap_the_ones_the_defaults_were_chosen_on():
+    assert selection_note(0, 3)[0].startswith("- Post-training seeds 0–2. The demo's post-training defaults")
+    assert selection_note(2, 3)[0].startswith("- Post-training seeds 2–4.")
+    assert selection_note(3, 3) == [] and selection_note(6, 3) == []  # fresh seeds: nothing inherited

@@ -31,6 +31,7 @@ def test_tiny_demo_end_to_end(tmp_path, capsys):
     assert "KL-to-reference prior β 1" in report  # the demo's prior term, named in the report's settings
     assert "Base convergence check: the CE fine-tune (the `ce` row" in report  # not the KL-only control (= the base)
     assert "The tokenizer's floor: FID of its reconstructions of 40 training images" in report
+    assert "- Post-training seeds 0–1. The demo's post-training defaults were chosen on seeds 0–2" in report
     for name in ("real", "samples_base", "samples_vapi", "samples_control", "samples_ce", "samples_vapi_no_prior",
                  "curves", "rows"):
         assert (run / f"{name}.png").stat().st_size > 0
