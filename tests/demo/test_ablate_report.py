@@ -2,8 +2,8 @@
 import pytest
 from vapi.demo.ablate import STUDIES, Row
 from vapi.demo.ablate_report import (base_continuation, bootstrap_mean_ci, control_has_ce, difference_table,
-                                     differences_to_base, paired_differences, prior_phrase, selection_note, tokenizer_floor,
-                                     verdict)
+                                     differences_to_base, paired_differences, prior_phrase, selection_note,
+                                     tokenizer_floor, verdict)
 from vapi.training.config import ObjectiveConfig
 
 
@@ -178,4 +178,13 @@ def test_the_tokenizer_floor_line_puts_the_tokenizer_beside_the_base():
 def test_the_selection_note_names_seeds_that_overlap_the_ones_the_defaults_were_chosen_on():
     assert selection_note(0, 3)[0].startswith("- Post-training seeds 0–2. The demo's post-training defaults")
     assert selection_note(2, 3)[0].startswith("- Post-training seeds 2–4.")
+    assert selection_note(0, 1)[0].startswith("- Post-training seed 0. ")
     assert selection_note(3, 3) == [] and selection_note(6, 3) == []  # fresh seeds: nothing inherited
+
+
+def test_the_verdict_names_the_row_it_judges():
+    results = {"base": [run(1.0)] * 3, "control": [run(1.2)] * 3, "vapi": [run(1.1)] * 3}
+    sweep = [Row("base", "base", train=False), Row("vapi", "VA-π, CE prior β 0.1, lr 1e-4, 100 steps")]
+    assert "- Judged row: `vapi` (VA-π, CE prior β 0.1, lr 1e-4, 100 steps) against `control`." in verdict(
+        sweep, results, "control", None)
+    assert "- Judged row: `vapi` (VA-π) against `control`." in verdict([], results, "control", None)

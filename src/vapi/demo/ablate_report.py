@@ -265,10 +265,10 @@ def selection_note(first_seed: int, seeds: int) -> list[str]:
     """Seeds 0-2 chose the demo's post-training defaults: a verdict on any of them inherits that choice."""
     if first_seed > 2 or seeds < 1:
         return []
-    return [f"- Post-training seeds {first_seed}–{first_seed + seeds - 1}. The demo's post-training defaults were "
-            "chosen on seeds 0–2 with the evaluation network's FID (README, \"The search on the shipped base\"), so a "
-            "verdict on those seeds inherits that choice: `first_seed=3` judges them on seeds they were not chosen "
-            "with."]
+    span = f"seed {first_seed}" if seeds == 1 else f"seeds {first_seed}–{first_seed + seeds - 1}"
+    return [f"- Post-training {span}. The demo's post-training defaults were chosen on seeds 0–2 with the "
+            "evaluation network's FID (README, \"The search on the shipped base\"), so a verdict on those seeds "
+            "inherits that choice: `first_seed=3` judges them on seeds they were not chosen with."]
 
 
 def plot_rows(rows, results: dict, path: Path) -> None:

@@ -68,11 +68,11 @@ class DemoData:
 
 def demo_objective() -> ObjectiveConfig:
     """Chosen by measurement at this scale (README, "The demo"; `vapi ablate prior`, `vapi ablate sweep`): ξ = 0 (the
-    paper's C2I launcher too; with the CE prior ξ ≥ 0.25 made FID worse, with the KL prior no ξ tried beat ξ 0 on
-    seeds it was not chosen with), the update in eval mode (dropout made 25% of the ratios clip), and the prior term
-    as a KL to the initial policy at β = 1 (`objective.beta`) instead of the paper's CE to the clean tokens: in the
-    prior study on the shipped base it is the only row below the base on seeds 0-2, while the paper's CE prior makes
-    FID worse than the base at β 0.1 (+0.121) and at β 1 (+0.009)."""
+    paper's C2I value; with the CE prior ξ ≥ 0.25 made FID worse; with the KL prior no ξ was below the matched
+    control on seeds 3-8, though ξ 0.25 stayed below the base), the update in eval mode (dropout made 25% of the
+    ratios clip), and the prior term as a KL to the initial policy at β = 1 (`objective.beta`) instead of the
+    paper's CE to the clean tokens: in the prior study on the shipped base it is the only row below the base on
+    seeds 0-2, while the paper's CE prior makes FID worse than the base at β 0.1 (+0.121) and at β 1 (+0.009)."""
     return ObjectiveConfig(context_noise=0.0, prior_weight=0.0, beta=1.0, policy_mode="eval")
 
 
@@ -209,7 +209,8 @@ def data_identity(d: DemoData) -> dict:
     image size, the seed and a hash of each of the user's folders (reads every file once)."""
     if d.root:
         return {"image_size": d.image_size, "seed": d.seed, "root": content_hash(Path(d.root).expanduser())[:12],
-                "test_root": content_hash(Path(d.test_root).expanduser())[:12]}  # their images
+                "test_root": content_hash(Path(d.test_root).expanduser())[:12],  # their images
+                "order": 1}  # 1: both folders shuffled with the seed (user_data)
     return {k: v for k, v in to_dict(d).items() if k not in USER_DATA}
 
 
