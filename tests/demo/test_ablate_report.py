@@ -1,4 +1,6 @@
 """vapi.demo.ablate_report: intervals, paired differences, and each row against its own matched control."""
+import re
+
 import pytest
 from vapi.demo.ablate import STUDIES, Row
 from vapi.demo.ablate_report import (base_continuation, bootstrap_mean_ci, control_has_ce, difference_table,
@@ -163,6 +165,15 @@ def test_every_row_resolves_to_a_run_and_the_sweep_rows_are_what_their_labels_sa
     for name, rc in sweep.items():  # a control differs from its VA-π row in the policy term
         assert (rc.objective.policy_weight == 0) == name.startswith("control"), name
     assert (runs["main", "vapi"].train.per_device_batch_size, runs["main", "vapi"].train.max_steps) == (32, 24)
+    for name in ("control_kl1", "vapi_kl1", "vapi_kl1_lr5e-5", "vapi_kl1_images64", "vapi_kl2"):
+        assert sweep[name].train.max_steps == 24, name  # the shipped base's search ran at the demo's steps
+    labels = {row.name: row.label for row in STUDIES["sweep"]}
+    for name, rc in sweep.items():  # every lr and step count a label names is the row's
+        for lr in re.findall(r"lr (\d+e-\d+)", labels[name]):
+            assert rc.optim.learning_rate == float(lr), name
+        for steps in re.findall(r"(\d+) steps", labels[name]):
+            assert rc.train.max_steps == int(steps), name
+        assert "lr " in labels[name], name  # each sweep row says its lr
 
 
 def test_the_tokenizer_floor_line_puts_the_tokenizer_beside_the_base():
@@ -176,10 +187,11 @@ def test_the_tokenizer_floor_line_puts_the_tokenizer_beside_the_base():
 
 
 def test_the_selection_note_names_seeds_that_overlap_the_ones_the_defaults_were_chosen_on():
-    assert selection_note(0, 3)[0].startswith("- Post-training seeds 0–2. The demo's post-training defaults")
-    assert selection_note(2, 3)[0].startswith("- Post-training seeds 2–4.")
-    assert selection_note(0, 1)[0].startswith("- Post-training seed 0. ")
-    assert selection_note(3, 3) == [] and selection_note(6, 3) == []  # fresh seeds: nothing inherited
+    assert selection_note(0, 3, True)[0].startswith("- Post-training seeds 0–2. The demo's post-training defaults")
+    assert selection_note(2, 3, True)[0].startswith("- Post-training seeds 2–4.")
+    assert selection_note(0, 1, True)[0].startswith("- Post-training seed 0. ")
+    assert selection_note(3, 3, True) == [] and selection_note(6, 3, True) == []  # fresh seeds: nothing inherited
+    assert selection_note(0, 3, False) == []  # other stages or data: the defaults were not chosen on them
 
 
 def test_the_verdict_names_the_row_it_judges():

@@ -1,10 +1,11 @@
 """The demo's shipped pretrained stages load, match their recorded config and cache key, and hash as recorded."""
 import json
+from pathlib import Path
 
 import pytest
 
 from vapi.demo.run import DemoConfig, repo_assets, stage_keys
-from vapi.demo.assets import portable_metrics, verify
+from vapi.demo.assets import STAGES, portable_metrics, ship, verify
 from vapi.models.weights_io import load_pretrained
 
 
@@ -35,3 +36,43 @@ def test_portable_metrics_replaces_builder_paths_and_keeps_the_rest(tmp_path):
     path.write_text(json.dumps({"tokenizer": "/home/someone/cache/tokenizer-abc", "val_ce_nats": 3.2, "prior": 7}))
     portable_metrics(path, {"tokenizer": "tokenizer-abc", "prior": "prior-def"})
     assert json.loads(path.read_text()) == {"tokenizer": "tokenizer-abc", "val_ce_nats": 3.2, "prior": 7}
+
+
+def test_portable_metrics_refuses_a_stage_built_on_another_folder(tmp_path):
+    path = tmp_path / "metrics.json"
+    path.write_text(json.dumps({"tokenizer": "/home/someone/exp/tok7200"}))
+    with pytest.raises(ValueError, match="built on tokenizer '/home/someone/exp/tok7200', not on the shipped tok"):
+        portable_metrics(path, {"tokenizer": "tokenizer-abc"})
+
+
+def fake_cache(cfg: DemoConfig) -> dict[str, str]:
+    """Stage folders as `vapi demo --rebuild` leaves them (tiny stand-in files: ship copies, it does not load)."""
+    keys = stage_keys(cfg)
+    for name, key in keys.items():
+        folder = Path(cfg.cache_dir) / f"{name}-{key}"
+        folder.mkdir(parents=True)
+        (folder / "model.safetensors").write_bytes(name.encode())
+        (folder / "config.json").write_text("{}")
+        (folder / "samples.png").write_bytes(b"not shipped")
+        built_on = {"tokenizer": str(Path(cfg.cache_dir) / f"tokenizer-{keys['tokenizer']}")} if name == "prior" else {}
+        (folder / "metrics.json").write_text(json.dumps({"stage": name, **built_on}))
+    return keys
+
+
+def test_ship_copies_the_cached_stages_and_verify_accepts_them(tmp_path):
+    cfg = DemoConfig(cache_dir=str(tmp_path / "cache"))
+    keys = fake_cache(cfg)
+    dest = ship(cfg, tmp_path / "assets")
+    assert verify(dest, cfg) == []
+    assert sorted(p.name for p in dest.iterdir()) == sorted(["MANIFEST.json"] + [f"{n}-{keys[n]}" for n in STAGES])
+    prior = dest / f"prior-{keys['prior']}"
+    assert sorted(p.name for p in prior.iterdir()) == ["config.json", "metrics.json", "model.safetensors"]
+    assert json.loads((prior / "metrics.json").read_text())["tokenizer"] == f"tokenizer-{keys['tokenizer']}"
+    (dest / f"evalnet-{keys['evalnet']}" / "model.safetensors").write_bytes(b"changed")
+    assert verify(dest, cfg) == ["evalnet: model.safetensors missing or its hash differs"]
+
+
+def test_ship_refuses_a_stage_that_is_not_built(tmp_path):
+    cfg = DemoConfig(cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(FileNotFoundError, match="is not built: run `vapi demo --rebuild`"):
+        ship(cfg, tmp_path / "assets")

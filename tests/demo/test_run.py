@@ -31,7 +31,7 @@ def test_tiny_demo_end_to_end(tmp_path, capsys):
     assert "KL-to-reference prior β 1" in report  # the demo's prior term, named in the report's settings
     assert "Base convergence check: the CE fine-tune (the `ce` row" in report  # not the KL-only control (= the base)
     assert "The tokenizer's floor: FID of its reconstructions of 40 training images" in report
-    assert "- Post-training seeds 0–1. The demo's post-training defaults were chosen on seeds 0–2" in report
+    assert "The demo's post-training defaults were chosen on seeds 0–2" not in report  # tiny stages, not shipped
     for name in ("real", "samples_base", "samples_vapi", "samples_control", "samples_ce", "samples_vapi_no_prior",
                  "curves", "rows"):
         assert (run / f"{name}.png").stat().st_size > 0
@@ -166,3 +166,12 @@ def test_the_tokenizer_floor_is_the_fid_of_its_reconstructions_of_training_image
     coarse = Evaluator(cfg, _PixelVQ(levels=3), net, test_set, train=train).tokenizer_alignment(None)
     assert coarse["real_fid"] == out["real_fid"] and coarse["recon_fid"] > out["recon_fid"] + 1e-3
     assert "recon_fid" not in Evaluator(cfg, _PixelVQ(), net, test_set).tokenizer_alignment(None)  # no train set
+
+
+def test_the_floor_images_have_the_evaluations_class_mix():
+    from vapi.demo.run import floor_indices
+    from vapi.eval.generation import balanced_labels
+    labels = [0, 0, 0, 1, 2, 1, 0, 2, 1]  # class folders in a shuffled order
+    assert floor_indices(labels, balanced_labels(6, 3)) == [0, 3, 4, 1, 5, 7]  # classes 0 1 2 0 1 2
+    assert floor_indices(labels, balanced_labels(12, 3)) == [0, 3, 4, 1, 5, 7, 2, 8, 6]  # class 2 runs out
+    assert floor_indices(list(range(4)) * 3, balanced_labels(8, 4)) == list(range(8))  # interleaved: the first 8

@@ -132,17 +132,17 @@ STUDIES: dict[str, list[Row]] = {
     # no gradient at the reference) is the same for every lr, batch, β and step count
     "sweep": [
         BASE,
-        Row("control", "matched control (CE prior β 0.1)", {**CONTROL, **ce_prior(0.1), **FIRST_SWEEP}),
+        Row("control", "matched control (CE prior β 0.1, lr 1e-4, 100 steps)", {**CONTROL, **ce_prior(0.1), **FIRST_SWEEP}),
         Row("vapi", "VA-π, CE prior β 0.1, lr 1e-4, 100 steps", {**ce_prior(0.1), **FIRST_SWEEP}, expect="lower",
             paper=VAPI),
-        Row("control_beta1", "matched control (CE prior β 1)", {**CONTROL, **ce_prior(1.0), **FIRST_SWEEP}),
+        Row("control_beta1", "matched control (CE prior β 1, lr 1e-4, 100 steps)", {**CONTROL, **ce_prior(1.0), **FIRST_SWEEP}),
         Row("vapi_beta1", "VA-π, CE prior β 1, lr 1e-4, 100 steps", {**ce_prior(1.0), **FIRST_SWEEP},
             control="control_beta1"),
-        Row("control_lr3e-5", "matched control (CE prior β 0.1, lr 3e-5)",
+        Row("control_lr3e-5", "matched control (CE prior β 0.1, lr 3e-5, 100 steps)",
             {**CONTROL, **ce_prior(0.1), "optim.learning_rate": 3e-5, "train.max_steps": 100}),
         Row("vapi_lr3e-5", "VA-π, CE prior β 0.1, lr 3e-5, 100 steps",
             {**ce_prior(0.1), "optim.learning_rate": 3e-5, "train.max_steps": 100}, control="control_lr3e-5"),
-        Row("control_kl1", "matched control (KL prior β 1)", {**CONTROL, **kl_prior(1.0), **LR_1E4}),
+        Row("control_kl1", "matched control (KL prior β 1, lr 1e-4)", {**CONTROL, **kl_prior(1.0), **LR_1E4}),
         Row("vapi_kl1", "VA-π, KL prior β 1, lr 1e-4", {**kl_prior(1.0), **LR_1E4}, control="control_kl1"),
         Row("vapi_kl1_lr5e-5", "VA-π, KL prior β 1, lr 5e-5 (the demo's)",
             {**kl_prior(1.0), "optim.learning_rate": 5e-5}, control="control_kl1"),
@@ -181,7 +181,7 @@ def save_model(policy, folder: Path, cfg, seed: int, overrides: dict, tokenizer=
         "post_training_seed": seed, "overrides": overrides}, indent=1))
 
 
-RUN_CACHE_FORMAT = 3  # bump when what a cached run holds (eval.json's metrics) changes
+RUN_CACHE_FORMAT = 4  # bump when what a cached run holds (eval.json's metrics) changes
 
 
 def run_key(setup, overrides: dict, seed: int) -> str:

@@ -261,9 +261,10 @@ def verdict(rows, results: dict, control: str | None, continuation: str | None) 
     return out
 
 
-def selection_note(first_seed: int, seeds: int) -> list[str]:
-    """Seeds 0-2 chose the demo's post-training defaults: a verdict on any of them inherits that choice."""
-    if first_seed > 2 or seeds < 1:
+def selection_note(first_seed: int, seeds: int, on_shipped_base: bool) -> list[str]:
+    """Seeds 0-2 chose the demo's post-training defaults on the shipped base: a verdict there on any of them inherits
+    that choice (on other stages or data the choice was not made with them)."""
+    if first_seed > 2 or seeds < 1 or not on_shipped_base:
         return []
     span = f"seed {first_seed}" if seeds == 1 else f"seeds {first_seed}–{first_seed + seeds - 1}"
     return [f"- Post-training {span}. The demo's post-training defaults were chosen on seeds 0–2 with the "
@@ -343,6 +344,8 @@ def write_study_report(run_dir: Path, cfg, study: str, rows, results: dict, grid
         plot_curves({labels.get(k, k): v for k, v in curves.items()}, run_dir / "curves.png")
     base = results["base"][0]
     p = cfg.post
+    selection = selection_note(cfg.first_seed, cfg.seeds,
+                               all(stages.cached.get(n) == "shipped" for n in ("tokenizer", "prior")))
     table = main_table(rows, results)
     diffs = difference_table(rows, results, control)
     lines = [
@@ -362,7 +365,7 @@ def write_study_report(run_dir: Path, cfg, study: str, rows, results: dict, grid
         "directions are compared. '≈': read off the paper's figure; '—': the paper states no number or direction "
         "for that row.", "",
         "## Verdict (computed from the intervals)", "", *verdict(rows, results, control, continuation),
-        *selection_note(cfg.first_seed, cfg.seeds), "",
+        *selection, "",
         "![rows](rows.png)", "",
         "## Tokenizer–generator misalignment of the base prior", "",
         f"- tokenizer reconstruction MSE on test images: {base['recon_mse']:.4f}",
@@ -380,7 +383,7 @@ def write_study_report(run_dir: Path, cfg, study: str, rows, results: dict, grid
     ]
     (run_dir / "table.md").write_text("\n".join([noise_line(results["base"], cfg.eval_samples), "", *table, "",
                                                  *diffs, "", *verdict(rows, results, control, continuation),
-                                                 *selection_note(cfg.first_seed, cfg.seeds)]) + "\n")
+                                                 *selection]) + "\n")
     path = run_dir / "report.md"
     path.write_text("\n".join(lines))
     return path

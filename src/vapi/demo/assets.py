@@ -25,10 +25,15 @@ def sha256(path: Path) -> str:
 
 def portable_metrics(path: Path, folders: dict[str, str]) -> None:
     """A stage's metrics.json names the stages it was built on by the path they had where it was built (the prior's
-    "tokenizer": a cache folder on the builder's machine); shipped, it names their folder in assets/demo instead."""
+    "tokenizer": a cache folder on the builder's machine); shipped, it names their folder in assets/demo instead. A
+    recorded path whose folder is not the one being shipped means the stage was built on another one: refuse."""
     metrics = json.loads(path.read_text())
     for name, folder in folders.items():
-        if isinstance(metrics.get(name), str):
+        recorded = metrics.get(name)
+        if isinstance(recorded, str):
+            if Path(recorded).name != folder:
+                raise ValueError(f"{path} says it was built on {name} {recorded!r}, not on the shipped {folder}: "
+                                 "rebuild it with `vapi demo --rebuild` so every stage comes from the same cache")
             metrics[name] = folder
     path.write_text(json.dumps(metrics, indent=1))
 

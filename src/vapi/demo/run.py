@@ -294,13 +294,39 @@ def run_config(cfg: "DemoConfig", overrides: dict, seed: int, out: Path, image_s
 GRID_CLASSES = 16  # rows of a sample grid at most
 
 
+def dataset_labels(dataset) -> list[int]:
+    """Every item's label, without decoding images where the dataset lists them (class folders' `samples`)."""
+    if hasattr(dataset, "samples"):
+        return [int(s[1]) for s in dataset.samples]
+    if hasattr(dataset, "label"):
+        return [dataset.label(i) for i in range(len(dataset))]
+    return [int(dataset[i][1]) for i in range(len(dataset))]
+
+
+def floor_indices(labels: list[int], want: torch.Tensor) -> list[int]:
+    """For each label in `want` (the evaluation's `balanced_labels`), the next image of that class in dataset order:
+    the tokenizer's floor images have the generated samples' class mix. A class with too few images is short."""
+    by_class: dict[int, list[int]] = {}
+    for i, y in enumerate(labels):
+        by_class.setdefault(y, []).append(i)
+    taken: dict[int, int] = {}
+    out = []
+    for y in want.tolist():
+        k = taken.get(y, 0)
+        if k < len(by_class.get(y, ())):
+            out.append(by_class[y][k])
+            taken[y] = k + 1
+    return out
+
+
 class Evaluator:
     """Evaluates any generator the same way: same labels, same sampling seed, same measuring network."""
 
     def __init__(self, cfg: DemoConfig, vq, evalnet, test, reward=None, train=None):
         """`test`: the held-out dataset (its `num_classes` are the labels'); `reward`: the demo's reward (not a
         row's), scored on held-out teacher-forced samples: VA-π's objective; `train`: the training set, whose first
-        `eval_samples` images give the tokenizer's floor (`tokenizer_alignment`)."""
+        images of each class, as many per class as the evaluation samples, give the tokenizer's floor
+        (`tokenizer_alignment`)."""
         self.cfg, self.vq, self.reward, self.num_classes = cfg, vq, reward, test.num_classes
         self.extractor = ClassifierExtractor(evalnet)
         n = min(len(test), 1000)
@@ -311,7 +337,7 @@ class Evaluator:
         self.ref_feats = reference_features(self.extractor, self.test_images)
         self.labels = balanced_labels(cfg.eval_samples, self.num_classes)
         self.floor_images = None if train is None else torch.stack(
-            [train[i][0] for i in range(min(len(train), cfg.eval_samples))])  # [n, 3, H, W]
+            [train[i][0] for i in floor_indices(dataset_labels(train), self.labels)])  # [n, 3, H, W]
         self.real_fid = None if train is None else self.fid(self.floor_images)
         self._alignment: tuple | None = None  # (tokenizer, its numbers)
 
