@@ -54,7 +54,8 @@ def fake_cache(cfg: DemoConfig) -> dict[str, str]:
         (folder / "model.safetensors").write_bytes(name.encode())
         (folder / "config.json").write_text("{}")
         (folder / "samples.png").write_bytes(b"not shipped")
-        built_on = {"tokenizer": str(Path(cfg.cache_dir) / f"tokenizer-{keys['tokenizer']}")} if name == "prior" else {}
+        tokenizer = str(Path(cfg.cache_dir) / f"tokenizer-{keys['tokenizer']}")
+        built_on = {"tokenizer": tokenizer} if name == "prior" else {}
         (folder / "metrics.json").write_text(json.dumps({"stage": name, **built_on}))
     return keys
 

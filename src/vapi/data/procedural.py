@@ -156,6 +156,10 @@ class ProceduralShapes(Dataset):
     def label(self, index: int) -> int:
         return index % self.num_classes
 
+    @property
+    def labels(self) -> list[int]:
+        return [self.label(i) for i in range(self.num_images)]
+
     def render(self, index: int) -> np.ndarray:
         """uint8 [H, W, 3] image `index`; depends only on (seed, index, image_size)."""
         if not 0 <= index < self.num_images:

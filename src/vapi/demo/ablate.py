@@ -132,10 +132,12 @@ STUDIES: dict[str, list[Row]] = {
     # no gradient at the reference) is the same for every lr, batch, β and step count
     "sweep": [
         BASE,
-        Row("control", "matched control (CE prior β 0.1, lr 1e-4, 100 steps)", {**CONTROL, **ce_prior(0.1), **FIRST_SWEEP}),
+        Row("control", "matched control (CE prior β 0.1, lr 1e-4, 100 steps)",
+            {**CONTROL, **ce_prior(0.1), **FIRST_SWEEP}),
         Row("vapi", "VA-π, CE prior β 0.1, lr 1e-4, 100 steps", {**ce_prior(0.1), **FIRST_SWEEP}, expect="lower",
             paper=VAPI),
-        Row("control_beta1", "matched control (CE prior β 1, lr 1e-4, 100 steps)", {**CONTROL, **ce_prior(1.0), **FIRST_SWEEP}),
+        Row("control_beta1", "matched control (CE prior β 1, lr 1e-4, 100 steps)",
+            {**CONTROL, **ce_prior(1.0), **FIRST_SWEEP}),
         Row("vapi_beta1", "VA-π, CE prior β 1, lr 1e-4, 100 steps", {**ce_prior(1.0), **FIRST_SWEEP},
             control="control_beta1"),
         Row("control_lr3e-5", "matched control (CE prior β 0.1, lr 3e-5, 100 steps)",

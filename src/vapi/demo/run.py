@@ -295,12 +295,9 @@ GRID_CLASSES = 16  # rows of a sample grid at most
 
 
 def dataset_labels(dataset) -> list[int]:
-    """Every item's label, without decoding images where the dataset lists them (class folders' `samples`)."""
-    if hasattr(dataset, "samples"):
-        return [int(s[1]) for s in dataset.samples]
-    if hasattr(dataset, "label"):
-        return [dataset.label(i) for i in range(len(dataset))]
-    return [int(dataset[i][1]) for i in range(len(dataset))]
+    """Every item's label: the dataset's `labels` (listed without decoding images), else read item by item."""
+    labels = getattr(dataset, "labels", None)
+    return list(labels) if labels is not None else [int(dataset[i][1]) for i in range(len(dataset))]
 
 
 def floor_indices(labels: list[int], want: torch.Tensor) -> list[int]:
@@ -309,14 +306,9 @@ def floor_indices(labels: list[int], want: torch.Tensor) -> list[int]:
     by_class: dict[int, list[int]] = {}
     for i, y in enumerate(labels):
         by_class.setdefault(y, []).append(i)
-    taken: dict[int, int] = {}
-    out = []
-    for y in want.tolist():
-        k = taken.get(y, 0)
-        if k < len(by_class.get(y, ())):
-            out.append(by_class[y][k])
-            taken[y] = k + 1
-    return out
+    queues = {y: iter(indices) for y, indices in by_class.items()}
+    picked = (next(queues.get(y, iter(())), None) for y in want.tolist())
+    return [i for i in picked if i is not None]
 
 
 class Evaluator:
