@@ -13,10 +13,11 @@ from vapi.models.weights_io import load_pretrained
 from vapi.models.classifier import Classifier, ClassifierConfig
 from vapi.models.llamagen_gpt import LlamaGenGPT
 from vapi.models.llamagen_vq import VQModel
-from vapi.pretrain import optimizer_and_schedule
+from vapi.models.infer_config import CheckpointError
+from vapi.pretrain import SeededBatches, optimizer_and_schedule
 from vapi.pretrain.features import FeaturesPretrainConfig, augment, calibrate_feature_scale, pretrain_features
 from vapi.pretrain.prior import PriorPretrainConfig, pretrain_prior
-from vapi.pretrain.tokenizer import TokenizerPretrainConfig, pretrain_tokenizer, tokenizer_loss
+from vapi.pretrain.tokenizer import TokenizerPretrainConfig, partial_path, pretrain_tokenizer, tokenizer_loss
 
 TOK = dict(image_size=8, ch=8, ch_mult=[1, 2], norm_groups=4, z_channels=8, codebook_size=16, codebook_dim=4,
            steps=4, batch_size=8, warmup_steps=1, val_size=8, restart_every=2)
@@ -65,6 +66,82 @@ def test_tokenizer_loss_decreases_on_a_fixed_batch(data):
         losses.append(loss.item())
     assert codes.shape == (8, 16) and set(stats) >= {"mse", "l1", "gradient", "codebook", "commit"}
     assert sum(losses[-5:]) / 5 < 0.6 * sum(losses[:5]) / 5
+
+
+def test_seeded_batches_resume_where_they_were(data):
+    """40 images, 8 per batch: 5 batches a pass. Saved 7 batches in (mid second pass, after other draws from the
+    generator), a fresh stream on another seed continues with the batches the uninterrupted one takes."""
+    gen = torch.Generator().manual_seed(0)
+    stream = SeededBatches(data, 8, gen)
+    for _ in range(7):
+        next(stream)
+        torch.randint(0, 10, (3,), generator=gen)  # others draw from the same generator (code restarts)
+    state, gen_state = stream.state_dict(), gen.get_state()
+    expected = [next(stream)[0] for _ in range(8)]  # crosses into a third pass
+    resumed = SeededBatches(data, 8, torch.Generator().manual_seed(99))
+    resumed.load_state_dict(state, gen_state)
+    got = [next(resumed)[0] for _ in range(8)]
+    assert all(torch.equal(a, b) for a, b in zip(expected, got))
+    assert not torch.equal(expected[0], next(iter(SeededBatches(data, 8, torch.Generator().manual_seed(99))))[0])
+
+
+def _crash_at(monkeypatch, call: int):
+    """Make the tokenizer's loss raise on its `call`-th evaluation: a build killed mid-run."""
+    import vapi.pretrain.tokenizer as tok
+
+    calls, real = [0], tok.tokenizer_loss
+
+    def loss(*args, **kw):
+        calls[0] += 1
+        if calls[0] == call:
+            raise KeyboardInterrupt
+        return real(*args, **kw)
+    monkeypatch.setattr(tok, "tokenizer_loss", loss)
+
+
+def test_tokenizer_resumes_to_the_same_weights(tmp_path, data, monkeypatch):
+    cfg = TokenizerPretrainConfig(**{**TOK, "steps": 7, "restart_every": 2})
+    pretrain_tokenizer(cfg, data, tmp_path / "whole", progress=False, checkpoint_every=2)
+    assert not partial_path(tmp_path / "whole").exists()  # removed once the tokenizer is written
+    with monkeypatch.context() as m:
+        _crash_at(m, 6)  # killed in step 6: the state saved after step 4 survives
+        with pytest.raises(KeyboardInterrupt):
+            pretrain_tokenizer(cfg, data, tmp_path / "cut", progress=False, checkpoint_every=2)
+    assert partial_path(tmp_path / "cut").is_file() and not (tmp_path / "cut").exists()
+    metrics = pretrain_tokenizer(cfg, data, tmp_path / "cut", progress=False, checkpoint_every=2)
+    assert metrics["resumed_at_step"] == 4 and not partial_path(tmp_path / "cut").exists()
+    whole, cut = load_pretrained(tmp_path / "whole").state_dict(), load_pretrained(tmp_path / "cut").state_dict()
+    assert whole.keys() == cut.keys() and all(torch.equal(whole[k], cut[k]) for k in whole)
+    saved = json.loads((tmp_path / "whole" / "metrics.json").read_text())
+    assert metrics["val_mse"] == saved["val_mse"] and metrics["codes_restarted"] == saved["codes_restarted"]
+
+
+def test_tokenizer_refuses_another_builds_state(tmp_path, data, monkeypatch):
+    cfg = TokenizerPretrainConfig(**{**TOK, "steps": 7})
+    with monkeypatch.context() as m:
+        _crash_at(m, 4)
+        with pytest.raises(KeyboardInterrupt):
+            pretrain_tokenizer(cfg, data, tmp_path / "tok", progress=False, checkpoint_every=2)
+    other = TokenizerPretrainConfig(**{**TOK, "steps": 7, "lr": 1e-3})
+    with pytest.raises(ValueError, match=r"another tokenizer build \(option lr differs\).*delete the file"):
+        pretrain_tokenizer(other, data, tmp_path / "tok", progress=False, checkpoint_every=2)
+    with pytest.raises(ValueError, match="number of training images differs"):
+        pretrain_tokenizer(cfg, ProceduralShapes(48, image_size=8, seed=0), tmp_path / "tok", progress=False,
+                           checkpoint_every=2)
+    assert partial_path(tmp_path / "tok").is_file()  # nothing lost: the same options still resume it
+
+
+class _Payload:
+    def __reduce__(self):
+        return (print, ("code ran",))
+
+
+def test_tokenizer_state_holding_code_is_refused(tmp_path, data, capsys):
+    torch.save({"config": {}, "step": 1, "x": _Payload()}, partial_path(tmp_path / "tok"))
+    with pytest.raises(CheckpointError, match="refuses to execute"):
+        pretrain_tokenizer(TokenizerPretrainConfig(**TOK), data, tmp_path / "tok", progress=False,
+                           checkpoint_every=2)
+    assert "code ran" not in capsys.readouterr().out
 
 
 def test_prior_trains_samples_and_caches_tokens(tmp_path, tokenizer_dir, data):
@@ -141,7 +218,9 @@ def test_help_lists_every_option_with_default(capsys, stage, option):
 def test_cli_end_to_end(tmp_path):
     tok, prior, feat = tmp_path / "tok", tmp_path / "prior", tmp_path / "feat"
     flat = lambda d: [f"{k}={v}".replace(" ", "") for k, v in d.items()]  # noqa: E731
-    assert main(["pretrain", "tokenizer", "--out", str(tok), "--procedural", "40", *flat(TOK)]) == 0
+    assert main(["pretrain", "tokenizer", "--out", str(tok), "--procedural", "40", "--checkpoint-every", "2",
+                 *flat(TOK)]) == 0
+    assert not partial_path(tok).exists()
     assert main(["pretrain", "prior", "--out", str(prior), "--procedural", "40", "--tokenizer", str(tok),
                  *flat(PRIOR)]) == 0
     assert main(["pretrain", "features", "--out", str(feat), "--procedural", "40", *flat(FEAT), "arch=resnet"]) == 0

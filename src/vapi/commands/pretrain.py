@@ -48,6 +48,10 @@ def add_parser(subparsers) -> None:
         data.add_argument("--procedural", type=int, metavar="N", help="use N images of the embedded procedural "
                                                                        "shapes dataset")
         sub.add_argument("--procedural-seed", type=int, default=0, help="seed of the procedural dataset")
+        if name == "tokenizer":
+            sub.add_argument("--checkpoint-every", type=int, default=0, metavar="N",
+                             help="save the training state every N steps to OUT.partial.pt; the same command run "
+                                  "again resumes there (0 = never)")
         if name == "prior":
             sub.add_argument("--tokenizer", required=True, metavar="DIR", help="tokenizer folder "
                                                                                "(from `vapi pretrain tokenizer`)")
@@ -69,6 +73,8 @@ def run(args) -> int:
     dataset = build_data(args, cfg.image_size)
     if args.stage == "prior":
         fn(cfg, args.tokenizer, dataset, args.out)
+    elif args.stage == "tokenizer":
+        fn(cfg, dataset, args.out, checkpoint_every=args.checkpoint_every)
     else:
         fn(cfg, dataset, args.out)
     save_config(cfg, Path(args.out) / "config.yaml")

@@ -236,7 +236,9 @@ def build_stages(cfg: "DemoConfig", stages: Stages, train, keys: dict[str, str])
             return stages.user_stage(name, user[name], keys[name])
         return stages.cached_stage(name, keys[name], build)
 
-    dirs = {"tokenizer": stage("tokenizer", lambda f: pretrain_tokenizer(cfg.tokenizer, train, f))}
+    # the longest stage saves its state every 500 steps (about 3 minutes): an interrupted build resumes
+    dirs = {"tokenizer": stage("tokenizer", lambda f: pretrain_tokenizer(cfg.tokenizer, train, f,
+                                                                          checkpoint_every=500))}
     dirs["prior"] = stage("prior", lambda f: pretrain_prior(cfg.prior, dirs["tokenizer"], train, f))
     for name in ("evalnet", "perceptual"):
         sub = getattr(cfg, name)

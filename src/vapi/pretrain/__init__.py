@@ -7,7 +7,7 @@
 Each stage writes a model folder with `vapi.models.weights_io.save_pretrained` (`config.json` {"kind", "config"} +
 `model.safetensors`; read back with `load_pretrained`), then `metrics.json` into the same folder, and is
 deterministic given its seed (same machine, same thread count). This module holds what the three stages share: the
-held-out split, seeded infinite batches, the optimizer and schedule (`training.optim`'s, with these stages' options)
+held-out split, seeded endless batches (resumable), the optimizer and schedule (`training.optim`'s, with these stages' options)
 and the metrics file. This is the training layer: it imports models, data, eval and `training.optim`, and nothing
 there imports it.
 """
@@ -46,14 +46,47 @@ def split_indices(n: int, val_size: int, seed: int) -> tuple[list[int], list[int
     return sorted(perm[val_size:]), sorted(perm[:val_size])
 
 
-def infinite_batches(dataset: Dataset, batch_size: int, generator: torch.Generator,
-                     num_workers: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Endless shuffled batches (images [B, 3, H, W] in [-1, 1], labels [B]); order fixed by `generator`."""
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=len(dataset) >= batch_size,
-                        generator=generator, num_workers=num_workers, persistent_workers=num_workers > 0)
-    while True:
-        for images, labels in loader:
-            yield images, torch.as_tensor(labels)
+class SeededBatches:
+    """Endless shuffled batches (images [B, 3, H, W] in [-1, 1], labels [B]); order fixed by `generator`.
+
+    `state_dict()` says where the stream is (the generator's state when the current pass over the data began, and how
+    many of its batches were taken); `load_state_dict(state, generator_state)` puts a fresh stream there: it replays
+    the pass's first batches from that state, then sets the generator to `generator_state`, its state at the save
+    (draws others made from it since, such as code restarts). The batches after a resume are the ones an
+    uninterrupted run takes."""
+
+    def __init__(self, dataset: Dataset, batch_size: int, generator: torch.Generator, num_workers: int = 0):
+        self.generator = generator
+        self.loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=len(dataset) >= batch_size,
+                                 generator=generator, num_workers=num_workers, persistent_workers=num_workers > 0)
+        self._pass, self._pass_start, self._taken = None, None, 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
+        while True:
+            if self._pass is None:  # a new pass draws its order from the generator
+                self._pass_start, self._taken = self.generator.get_state(), 0
+                self._pass = iter(self.loader)
+            try:
+                images, labels = next(self._pass)
+            except StopIteration:
+                self._pass = None
+                continue
+            self._taken += 1
+            return images, torch.as_tensor(labels)
+
+    def state_dict(self) -> dict:
+        return {"pass_start": self._pass_start, "taken": self._taken}
+
+    def load_state_dict(self, state: dict, generator_state: torch.Tensor) -> None:
+        if state["pass_start"] is not None:
+            self.generator.set_state(state["pass_start"])
+            self._pass, self._pass_start, self._taken = None, None, 0
+            for _ in range(state["taken"]):
+                next(self)
+        self.generator.set_state(generator_state)
 
 
 def load_all(dataset: Dataset, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:

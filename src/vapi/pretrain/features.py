@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from vapi.config import helpf
 from vapi.models.weights_io import save_pretrained
 from vapi.models.classifier import Classifier, ClassifierConfig
-from vapi.pretrain import (infinite_batches, load_all, optimizer_and_schedule, seed_everything, subsets,
+from vapi.pretrain import (SeededBatches, load_all, optimizer_and_schedule, seed_everything, subsets,
                            write_metrics)
 
 
@@ -113,7 +113,7 @@ def pretrain_features(cfg: FeaturesPretrainConfig, dataset: Dataset, out_dir: st
     model = Classifier(cfg.classifier_config(num_classes)).train()
     optimizer, scheduler = optimizer_and_schedule(model, cfg.lr, cfg.weight_decay, cfg.warmup_steps, cfg.steps,
                                                   betas=(0.9, 0.99))
-    batches = infinite_batches(train_set, cfg.batch_size, gen, cfg.num_workers)
+    batches = SeededBatches(train_set, cfg.batch_size, gen, cfg.num_workers)
     bar = tqdm(range(cfg.steps), desc=f"features ({cfg.arch})", disable=not progress, mininterval=2.0)
     for step in bar:
         images, labels = next(batches)  # [B, 3, H, W], [B]

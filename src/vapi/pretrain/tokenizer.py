@@ -9,10 +9,16 @@ the last `restart_every` steps) are restarted on random current latents, which k
     from vapi.data import ProceduralShapes
     metrics = pretrain_tokenizer(TokenizerPretrainConfig(), ProceduralShapes(30_000), "runs/tok")
 CLI: `vapi pretrain tokenizer --out runs/tok --procedural 30000 steps=600`.
+
+A long build can save its training state every N steps (`checkpoint_every`; the CLI's `--checkpoint-every`) to
+`<out>.partial.pt` beside the output folder; running it again with the same options resumes there and ends with the
+same weights as an uninterrupted run on the same machine and thread count (tested). The file is read with vapi's
+safe loader and removed once the tokenizer is written.
 """
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,7 +31,8 @@ from tqdm.auto import tqdm
 from vapi.config import helpf
 from vapi.models.weights_io import save_pretrained
 from vapi.models.llamagen_vq import VQConfig, VQModel
-from vapi.pretrain import (infinite_batches, load_all, optimizer_and_schedule, seed_everything, subsets,
+from vapi.models.state_dict_io import load_torch_file
+from vapi.pretrain import (SeededBatches, load_all, optimizer_and_schedule, seed_everything, subsets,
                            write_metrics)
 
 
@@ -137,10 +144,43 @@ def evaluate_tokenizer(vq: VQModel, images: torch.Tensor, batch_size: int = 256)
             "codebook_usage_pct": 100.0 * (counts > 0).float().mean().item(), "code_perplexity": math.exp(entropy)}
 
 
+def partial_path(out_dir: str | Path) -> Path:
+    """Where a tokenizer build keeps its training state between runs: `<out_dir>.partial.pt`, beside the folder."""
+    out_dir = Path(out_dir)
+    return out_dir.parent / f"{out_dir.name}.partial.pt"
+
+
+def save_partial(path: Path, state: dict) -> None:
+    """Write `state` to `path` atomically (a temporary file, then a rename): a crash mid-write keeps the last one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_partial(path: Path, cfg: TokenizerPretrainConfig, train_size: int) -> dict | None:
+    """The saved training state of this build, None if there is none; a one-line error if it is another build's."""
+    if not path.is_file():
+        return None
+    state = load_torch_file(path, safe_globals=())
+    saved_cfg = state.get("config") if isinstance(state, dict) else None
+    if not isinstance(saved_cfg, dict) or "step" not in state:
+        raise ValueError(f"{path} is not a vapi tokenizer training state: delete it to start over")
+    differ = [k for k, v in asdict(cfg).items() if saved_cfg.get(k) != v]
+    if differ or state.get("train_size") != train_size:
+        what = f"option {differ[0]}" if differ else "the number of training images"
+        raise ValueError(f"{path} holds the training state of another tokenizer build ({what} differs): give the "
+                         f"same options and data to resume it, or delete the file to start over")
+    return state
+
+
 def pretrain_tokenizer(cfg: TokenizerPretrainConfig, dataset: Dataset, out_dir: str | Path,
-                       progress: bool = True) -> dict:
+                       progress: bool = True, checkpoint_every: int = 0) -> dict:
     """Train a VQ tokenizer on `dataset` ((image [3, S, S] in [-1, 1], label) items); write it and metrics.json
-    to `out_dir`; return the final metrics."""
+    to `out_dir`; return the final metrics. `checkpoint_every` > 0: save the training state every that many steps
+    to `partial_path(out_dir)`, and resume from it when it is there (module docstring)."""
+    if checkpoint_every < 0:
+        raise ValueError(f"checkpoint_every must be >= 0 (0 = never), got {checkpoint_every}")
     t0 = time.perf_counter()
     gen = seed_everything(cfg.seed)
     train_set, val_set = subsets(dataset, cfg.val_size, cfg.seed)
@@ -149,10 +189,22 @@ def pretrain_tokenizer(cfg: TokenizerPretrainConfig, dataset: Dataset, out_dir: 
     vq.train()
     optimizer, scheduler = optimizer_and_schedule(vq, cfg.lr, cfg.weight_decay, cfg.warmup_steps, cfg.steps,
                                                   betas=(0.9, 0.99), final_fraction=0.1)
-    batches = infinite_batches(train_set, cfg.batch_size, gen, cfg.num_workers)
+    batches = SeededBatches(train_set, cfg.batch_size, gen, cfg.num_workers)
     usage = torch.zeros(cfg.codebook_size)  # code counts since the last restart check
-    restarted, history = 0, []
-    bar = tqdm(range(cfg.steps), desc="tokenizer", disable=not progress, mininterval=2.0)
+    restarted, history, start, before = 0, [], 0, 0.0
+    partial = partial_path(out_dir)
+    saved = load_partial(partial, cfg, len(train_set)) if checkpoint_every else None
+    if saved is not None:
+        vq.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        batches.load_state_dict(saved["batches"], saved["generator"])
+        torch.set_rng_state(saved["torch_rng"])
+        usage, restarted, history = saved["usage"], saved["restarted"], list(saved["history"])
+        start, before = saved["step"], saved["train_seconds"]
+        print(f"tokenizer: resuming at step {start} of {cfg.steps} from {partial}", flush=True)
+    bar = tqdm(range(start, cfg.steps), desc="tokenizer", disable=not progress, mininterval=2.0, initial=start,
+               total=cfg.steps)
     for step in bar:
         images, _ = next(batches)  # [B, 3, S, S]
         if images.shape[-1] != cfg.image_size:
@@ -174,15 +226,26 @@ def pretrain_tokenizer(cfg: TokenizerPretrainConfig, dataset: Dataset, out_dir: 
         history.append(loss.item())
         if step % 20 == 0 or step == cfg.steps - 1:
             bar.set_postfix(loss=f"{loss.item():.4f}", mse=f"{stats['mse']:.4f}", restarts=restarted)
-    train_s = time.perf_counter() - t0
+        if checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < cfg.steps:
+            save_partial(partial, {
+                "config": asdict(cfg), "train_size": len(train_set), "step": step + 1,
+                "model": vq.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "generator": gen.get_state(), "torch_rng": torch.get_rng_state(), "batches": batches.state_dict(),
+                "usage": usage, "restarted": restarted, "history": history,
+                "train_seconds": before + time.perf_counter() - t0})
+    train_s = before + time.perf_counter() - t0
     val_images, _ = load_all(val_set)
     metrics = {"stage": "tokenizer", **evaluate_tokenizer(vq, val_images), "final_train_loss": history[-1],
                "codes_restarted": restarted, "downsample": vq.downsample,
                "tokens_per_image": vq.config.latent_grid(cfg.image_size) ** 2,
                "params": sum(p.numel() for p in vq.parameters()), "train_seconds": train_s,
-               "wall_seconds": time.perf_counter() - t0, "config": asdict(cfg)}
+               "wall_seconds": time.perf_counter() - t0 + before, "config": asdict(cfg)}
+    if start:
+        metrics["resumed_at_step"] = start
     save_pretrained(vq, out_dir, overwrite=True)  # replaces out_dir: extras are written after it
     write_metrics(out_dir, metrics)
+    if checkpoint_every:
+        partial.unlink(missing_ok=True)
     print(f"tokenizer: val MSE {metrics['val_mse']:.4f}  PSNR {metrics['val_psnr']:.2f} dB  codebook usage "
           f"{metrics['codebook_usage_pct']:.1f}%  ({metrics['tokens_per_image']} tokens/image, "
           f"{metrics['wall_seconds']:.0f} s) → {out_dir}")
