@@ -68,17 +68,31 @@ def test_tokenizer_loss_decreases_on_a_fixed_batch(data):
     assert sum(losses[-5:]) / 5 < 0.6 * sum(losses[:5]) / 5
 
 
-def test_seeded_batches_resume_where_they_were(data):
+def test_seeded_batches_are_torchs_shuffled_batches(data):
+    """The stream is DataLoader(shuffle=True, generator) pass after pass, with other draws from the generator in
+    between: the batches the shipped demo stages were trained on."""
+    gen, ref_gen = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    stream = SeededBatches(data, 8, gen)
+    loader = torch.utils.data.DataLoader(data, batch_size=8, shuffle=True, drop_last=True, generator=ref_gen)
+    reference = (batch for _ in range(3) for batch in loader)
+    for _ in range(12):
+        (x, y), (x_ref, y_ref) = next(stream), next(reference)
+        assert torch.equal(x, x_ref) and torch.equal(y, torch.as_tensor(y_ref))
+        torch.rand(2, generator=gen), torch.rand(2, generator=ref_gen)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_seeded_batches_resume_where_they_were(data, workers):
     """40 images, 8 per batch: 5 batches a pass. Saved 7 batches in (mid second pass, after other draws from the
     generator), a fresh stream on another seed continues with the batches the uninterrupted one takes."""
     gen = torch.Generator().manual_seed(0)
-    stream = SeededBatches(data, 8, gen)
+    stream = SeededBatches(data, 8, gen, num_workers=workers)
     for _ in range(7):
         next(stream)
         torch.randint(0, 10, (3,), generator=gen)  # others draw from the same generator (code restarts)
     state, gen_state = stream.state_dict(), gen.get_state()
     expected = [next(stream)[0] for _ in range(8)]  # crosses into a third pass
-    resumed = SeededBatches(data, 8, torch.Generator().manual_seed(99))
+    resumed = SeededBatches(data, 8, torch.Generator().manual_seed(99), num_workers=workers)
     resumed.load_state_dict(state, gen_state)
     got = [next(resumed)[0] for _ in range(8)]
     assert all(torch.equal(a, b) for a, b in zip(expected, got))
@@ -100,16 +114,19 @@ def _crash_at(monkeypatch, call: int):
 
 
 def test_tokenizer_resumes_to_the_same_weights(tmp_path, data, monkeypatch):
-    cfg = TokenizerPretrainConfig(**{**TOK, "steps": 7, "restart_every": 2})
-    pretrain_tokenizer(cfg, data, tmp_path / "whole", progress=False, checkpoint_every=2)
+    """32 training images, 8 per batch: 4 batches a pass; saved every 3 steps, killed in step 8, resumed at step 6,
+    in the middle of the second pass and after code restarts (every 2 steps) drew from the same generator."""
+    cfg = TokenizerPretrainConfig(**{**TOK, "steps": 9, "restart_every": 2})
+    pretrain_tokenizer(cfg, data, tmp_path / "whole", progress=False, checkpoint_every=3)
     assert not partial_path(tmp_path / "whole").exists()  # removed once the tokenizer is written
     with monkeypatch.context() as m:
-        _crash_at(m, 6)  # killed in step 6: the state saved after step 4 survives
+        _crash_at(m, 8)  # killed in step 8: the state saved after step 6 survives
         with pytest.raises(KeyboardInterrupt):
-            pretrain_tokenizer(cfg, data, tmp_path / "cut", progress=False, checkpoint_every=2)
+            pretrain_tokenizer(cfg, data, tmp_path / "cut", progress=False, checkpoint_every=3)
     assert partial_path(tmp_path / "cut").is_file() and not (tmp_path / "cut").exists()
-    metrics = pretrain_tokenizer(cfg, data, tmp_path / "cut", progress=False, checkpoint_every=2)
-    assert metrics["resumed_at_step"] == 4 and not partial_path(tmp_path / "cut").exists()
+    assert not list(tmp_path.glob("*.tmp"))
+    metrics = pretrain_tokenizer(cfg, data, tmp_path / "cut", progress=False, checkpoint_every=3)
+    assert metrics["resumed_at_step"] == 6 and not partial_path(tmp_path / "cut").exists()
     whole, cut = load_pretrained(tmp_path / "whole").state_dict(), load_pretrained(tmp_path / "cut").state_dict()
     assert whole.keys() == cut.keys() and all(torch.equal(whole[k], cut[k]) for k in whole)
     saved = json.loads((tmp_path / "whole" / "metrics.json").read_text())
@@ -125,9 +142,9 @@ def test_tokenizer_refuses_another_builds_state(tmp_path, data, monkeypatch):
     other = TokenizerPretrainConfig(**{**TOK, "steps": 7, "lr": 1e-3})
     with pytest.raises(ValueError, match=r"another tokenizer build \(option lr differs\).*delete the file"):
         pretrain_tokenizer(other, data, tmp_path / "tok", progress=False, checkpoint_every=2)
-    with pytest.raises(ValueError, match="number of training images differs"):
-        pretrain_tokenizer(cfg, ProceduralShapes(48, image_size=8, seed=0), tmp_path / "tok", progress=False,
-                           checkpoint_every=2)
+    for other_data in (ProceduralShapes(48, image_size=8, seed=0), ProceduralShapes(40, image_size=8, seed=1)):
+        with pytest.raises(ValueError, match="the training images differs"):
+            pretrain_tokenizer(cfg, other_data, tmp_path / "tok", progress=False, checkpoint_every=2)
     assert partial_path(tmp_path / "tok").is_file()  # nothing lost: the same options still resume it
 
 
@@ -138,10 +155,20 @@ class _Payload:
 
 def test_tokenizer_state_holding_code_is_refused(tmp_path, data, capsys):
     torch.save({"config": {}, "step": 1, "x": _Payload()}, partial_path(tmp_path / "tok"))
-    with pytest.raises(CheckpointError, match="refuses to execute"):
+    with pytest.raises(CheckpointError, match="refuses to execute.*delete it to start the build over"):
         pretrain_tokenizer(TokenizerPretrainConfig(**TOK), data, tmp_path / "tok", progress=False,
                            checkpoint_every=2)
     assert "code ran" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("content,message", [(b"not a torch file", "truncated or corrupt.*delete it"),
+                                             ({"config": {}, "step": 1}, r"not a vapi tokenizer training state")])
+def test_tokenizer_state_unreadable_or_incomplete_is_a_clear_error(tmp_path, data, content, message):
+    path = partial_path(tmp_path / "tok")
+    path.write_bytes(content) if isinstance(content, bytes) else torch.save(content, path)
+    with pytest.raises(ValueError, match=message):
+        pretrain_tokenizer(TokenizerPretrainConfig(**TOK), data, tmp_path / "tok", progress=False,
+                           checkpoint_every=2)
 
 
 def test_prior_trains_samples_and_caches_tokens(tmp_path, tokenizer_dir, data):
@@ -229,3 +256,6 @@ def test_cli_end_to_end(tmp_path):
     assert load_config(TokenizerPretrainConfig, tok / "config.yaml").ch_mult == [1, 2]
     assert load_config(FeaturesPretrainConfig, feat / "config.yaml").arch == "resnet"
     assert main(["pretrain", "tokenizer", "--out", str(tok), "--procedural", "40", "no_such_option=1"]) == 2
+    with pytest.raises(SystemExit) as e:
+        main(["pretrain", "tokenizer", "--out", str(tok), "--procedural", "40", "--checkpoint-every", "-1"])
+    assert e.value.code == 2

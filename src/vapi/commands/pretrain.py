@@ -34,6 +34,16 @@ def _stage(name: str):
     return getattr(mod, cfg_name), getattr(mod, fn_name)
 
 
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0 (0 = never), got {text!r}")
+    return value
+
+
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("pretrain", help="train a small tokenizer, prior or evaluation net",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -49,7 +59,7 @@ def add_parser(subparsers) -> None:
                                                                        "shapes dataset")
         sub.add_argument("--procedural-seed", type=int, default=0, help="seed of the procedural dataset")
         if name == "tokenizer":
-            sub.add_argument("--checkpoint-every", type=int, default=0, metavar="N",
+            sub.add_argument("--checkpoint-every", type=non_negative_int, default=0, metavar="N",
                              help="save the training state every N steps to OUT.partial.pt; the same command run "
                                   "again resumes there (0 = never)")
         if name == "prior":

@@ -53,12 +53,13 @@ class SeededBatches:
     many of its batches were taken); `load_state_dict(state, generator_state)` puts a fresh stream there: it replays
     the pass's first batches from that state, then sets the generator to `generator_state`, its state at the save
     (draws others made from it since, such as code restarts). The batches after a resume are the ones an
-    uninterrupted run takes."""
+    uninterrupted run takes. Workers are not kept between passes: every pass makes its draws (the iterator's base
+    seed, then the order) from the generator, so a replayed pass draws what the original did."""
 
     def __init__(self, dataset: Dataset, batch_size: int, generator: torch.Generator, num_workers: int = 0):
         self.generator = generator
         self.loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=len(dataset) >= batch_size,
-                                 generator=generator, num_workers=num_workers, persistent_workers=num_workers > 0)
+                                 generator=generator, num_workers=num_workers)
         self._pass, self._pass_start, self._taken = None, None, 0
 
     def __iter__(self):

@@ -17,6 +17,7 @@ safe loader and removed once the tokenizer is written.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import time
@@ -31,6 +32,7 @@ from tqdm.auto import tqdm
 from vapi.config import helpf
 from vapi.models.weights_io import save_pretrained
 from vapi.models.llamagen_vq import VQConfig, VQModel
+from vapi.models.infer_config import CheckpointError
 from vapi.models.state_dict_io import load_torch_file
 from vapi.pretrain import (SeededBatches, load_all, optimizer_and_schedule, seed_everything, subsets,
                            write_metrics)
@@ -150,25 +152,48 @@ def partial_path(out_dir: str | Path) -> Path:
     return out_dir.parent / f"{out_dir.name}.partial.pt"
 
 
+PARTIAL_KEYS = ("config", "data", "step", "model", "optimizer", "scheduler", "generator", "torch_rng", "batches",
+                "usage", "restarted", "history", "train_seconds")
+
+
+def data_fingerprint(train_set: Dataset) -> dict:
+    """What the build trains on, to tell its saved state from another's: the number of images and a hash of the
+    first, middle and last one."""
+    n = len(train_set)
+    digest = hashlib.sha256()
+    for i in sorted({0, n // 2, n - 1}):
+        digest.update(train_set[i][0].numpy().tobytes())
+    return {"images": n, "sha256": digest.hexdigest()[:16]}
+
+
 def save_partial(path: Path, state: dict) -> None:
-    """Write `state` to `path` atomically (a temporary file, then a rename): a crash mid-write keeps the last one."""
+    """Write `state` to `path` atomically and durably (a temporary file of this process, flushed to disk, then a
+    rename): a crash or power loss mid-write keeps the previous state."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
-def load_partial(path: Path, cfg: TokenizerPretrainConfig, train_size: int) -> dict | None:
-    """The saved training state of this build, None if there is none; a one-line error if it is another build's."""
+def load_partial(path: Path, cfg: TokenizerPretrainConfig, data: dict) -> dict | None:
+    """The saved training state of this build, None if there is none; a one-line error if it is unreadable or
+    another build's."""
     if not path.is_file():
         return None
-    state = load_torch_file(path, safe_globals=())
-    saved_cfg = state.get("config") if isinstance(state, dict) else None
-    if not isinstance(saved_cfg, dict) or "step" not in state:
-        raise ValueError(f"{path} is not a vapi tokenizer training state: delete it to start over")
-    differ = [k for k, v in asdict(cfg).items() if saved_cfg.get(k) != v]
-    if differ or state.get("train_size") != train_size:
-        what = f"option {differ[0]}" if differ else "the number of training images"
+    try:
+        state = load_torch_file(path, safe_globals=(), advice="")
+    except CheckpointError as e:
+        raise CheckpointError(f"{e}; delete it to start the build over") from None
+    missing = [k for k in PARTIAL_KEYS if k not in state] if isinstance(state, dict) else ["config"]
+    if missing or not isinstance(state["config"], dict):
+        raise ValueError(f"{path} is not a vapi tokenizer training state (no {(missing or ['config'])[0]!r}): "
+                         f"delete it to start the build over")
+    differ = [k for k, v in asdict(cfg).items() if state["config"].get(k) != v]
+    if differ or state["data"] != data:
+        what = f"option {differ[0]}" if differ else "the training images"
         raise ValueError(f"{path} holds the training state of another tokenizer build ({what} differs): give the "
                          f"same options and data to resume it, or delete the file to start over")
     return state
@@ -193,7 +218,8 @@ def pretrain_tokenizer(cfg: TokenizerPretrainConfig, dataset: Dataset, out_dir: 
     usage = torch.zeros(cfg.codebook_size)  # code counts since the last restart check
     restarted, history, start, before = 0, [], 0, 0.0
     partial = partial_path(out_dir)
-    saved = load_partial(partial, cfg, len(train_set)) if checkpoint_every else None
+    data = data_fingerprint(train_set) if checkpoint_every else {}
+    saved = load_partial(partial, cfg, data) if checkpoint_every else None
     if saved is not None:
         vq.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
@@ -228,7 +254,7 @@ def pretrain_tokenizer(cfg: TokenizerPretrainConfig, dataset: Dataset, out_dir: 
             bar.set_postfix(loss=f"{loss.item():.4f}", mse=f"{stats['mse']:.4f}", restarts=restarted)
         if checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < cfg.steps:
             save_partial(partial, {
-                "config": asdict(cfg), "train_size": len(train_set), "step": step + 1,
+                "config": asdict(cfg), "data": data, "step": step + 1,
                 "model": vq.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "generator": gen.get_state(), "torch_rng": torch.get_rng_state(), "batches": batches.state_dict(),
                 "usage": usage, "restarted": restarted, "history": history,
@@ -244,8 +270,7 @@ def pretrain_tokenizer(cfg: TokenizerPretrainConfig, dataset: Dataset, out_dir: 
         metrics["resumed_at_step"] = start
     save_pretrained(vq, out_dir, overwrite=True)  # replaces out_dir: extras are written after it
     write_metrics(out_dir, metrics)
-    if checkpoint_every:
-        partial.unlink(missing_ok=True)
+    partial.unlink(missing_ok=True)  # this folder's build is done: a saved state of it is stale
     print(f"tokenizer: val MSE {metrics['val_mse']:.4f}  PSNR {metrics['val_psnr']:.2f} dB  codebook usage "
           f"{metrics['codebook_usage_pct']:.1f}%  ({metrics['tokens_per_image']} tokens/image, "
           f"{metrics['wall_seconds']:.0f} s) → {out_dir}")
