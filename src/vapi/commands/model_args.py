@@ -33,6 +33,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0 (0 = never), got {text!r}")
+    return value
+
+
 def add_model_options(p: argparse.ArgumentParser, *, gpt: bool = True, vq: bool = True) -> None:
     if gpt:
         p.add_argument("--gpt-model", choices=list(GPT_PRESETS), default=None,

@@ -13,6 +13,7 @@ import argparse
 from pathlib import Path
 
 from vapi.commands import add_config_parser
+from vapi.commands.model_args import non_negative_int
 from vapi.config import load_config, save_config
 
 # stage → (module, config class name, function name, one-line help)
@@ -32,16 +33,6 @@ def _stage(name: str):
     module, cfg_name, fn_name, _ = STAGES[name]
     mod = importlib.import_module(module)
     return getattr(mod, cfg_name), getattr(mod, fn_name)
-
-
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0 (0 = never), got {text!r}")
-    return value
 
 
 def add_parser(subparsers) -> None:

@@ -7,15 +7,14 @@
 Each stage writes a model folder with `vapi.models.weights_io.save_pretrained` (`config.json` {"kind", "config"} +
 `model.safetensors`; read back with `load_pretrained`), then `metrics.json` into the same folder, and is
 deterministic given its seed (same machine, same thread count). This module holds what the three stages share: the
-held-out split, seeded endless batches (resumable), the optimizer and schedule (`training.optim`'s, with these stages' options)
-and the metrics file. This is the training layer: it imports models, data, eval and `training.optim`, and nothing
+held-out split, seeded endless batches (resumable), the optimizer and schedule (`training.optim`'s, with these
+stages' options) and the metrics file. This is the training layer: it imports models, data, eval and `training.optim`, and nothing
 there imports it.
 """
 from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
