@@ -127,7 +127,7 @@ class DemoConfig:
     perceptual_path: str = helpf("", "the user's perceptual reward network: a vapi pretrain features folder; '' = "
                                      "the demo's")
     data: DemoData = field(default_factory=DemoData)
-    tokenizer: TokenizerPretrainConfig = field(default_factory=lambda: TokenizerPretrainConfig(steps=7200))
+    tokenizer: TokenizerPretrainConfig = field(default_factory=lambda: TokenizerPretrainConfig(steps=28800))
     prior: PriorPretrainConfig = field(default_factory=lambda: PriorPretrainConfig(steps=2000))
     evalnet: FeaturesPretrainConfig = field(default_factory=lambda: FeaturesPretrainConfig(arch="convnet", seed=1))
     perceptual: FeaturesPretrainConfig = field(default_factory=lambda: FeaturesPretrainConfig(
