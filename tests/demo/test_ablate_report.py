@@ -188,6 +188,7 @@ def test_the_tokenizer_floor_line_puts_the_tokenizer_beside_the_base():
 
 def test_the_selection_note_names_seeds_that_overlap_the_ones_the_defaults_were_chosen_on():
     assert selection_note(0, 3, True)[0].startswith("- Post-training seeds 0–2. The demo's post-training defaults")
+    assert "on the previously shipped base" in selection_note(0, 3, True)[0]  # the stages changed since
     assert selection_note(2, 3, True)[0].startswith("- Post-training seeds 2–4.")
     assert selection_note(0, 1, True)[0].startswith("- Post-training seed 0. ")
     assert selection_note(3, 3, True) == [] and selection_note(6, 3, True) == []  # fresh seeds: nothing inherited

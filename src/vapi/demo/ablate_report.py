@@ -262,14 +262,15 @@ def verdict(rows, results: dict, control: str | None, continuation: str | None) 
 
 
 def selection_note(first_seed: int, seeds: int, on_shipped_base: bool) -> list[str]:
-    """Seeds 0-2 chose the demo's post-training defaults on the shipped base: a verdict there on any of them inherits
-    that choice (on other stages or data the choice was not made with them)."""
+    """Seeds 0-2 chose the demo's post-training defaults, on the previously shipped base (the 7200-step tokenizer and
+    its prior): on the shipped stages a verdict on those seeds shares their numbers with that choice, not the
+    models; on other stages or data the choice was not made with them."""
     if first_seed > 2 or seeds < 1 or not on_shipped_base:
         return []
     span = f"seed {first_seed}" if seeds == 1 else f"seeds {first_seed}–{first_seed + seeds - 1}"
     return [f"- Post-training {span}. The demo's post-training defaults were chosen on seeds 0–2 with the "
-            "evaluation network's FID (README, \"The search on the shipped base\"), so a verdict on those seeds "
-            "inherits that choice: `first_seed=3` judges them on seeds they were not chosen with."]
+            "evaluation network's FID on the previously shipped base (the 7200-step tokenizer; README, \"On the "
+            "previous base\") and carried over to these stages unchanged: nothing was chosen on them."]
 
 
 def plot_rows(rows, results: dict, path: Path) -> None:
