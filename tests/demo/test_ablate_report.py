@@ -3,9 +3,9 @@ import re
 
 import pytest
 from vapi.demo.ablate import STUDIES, Row
-from vapi.demo.ablate_report import (base_continuation, bootstrap_mean_ci, control_has_ce, difference_table,
-                                     differences_to_base, paired_differences, prior_phrase, selection_note,
-                                     tokenizer_floor, verdict)
+from vapi.demo.ablate_report import (base_continuation, bootstrap_mean_ci, control_has_ce, convergence_check,
+                                     difference_table, differences_to_base, paired_differences, prior_phrase,
+                                     selection_note, tokenizer_floor, verdict)
 from vapi.training.config import ObjectiveConfig
 
 
@@ -60,6 +60,16 @@ def test_verdict_checks_the_base_and_the_tokenizer_for_convergence():
     assert any("consistent with a converged tokenizer" in line for line in verdict([], results, "control", "control"))
     del results["tokenizer"]
     assert not any("Tokenizer" in line for line in verdict([], results, "control", "control"))
+
+
+def test_a_convergence_check_names_which_fid_moved():
+    base = [run(1.0, fid_cfg=1.0), run(1.1, fid_cfg=1.1), run(0.9, fid_cfg=0.9)]
+    worse_with_cfg = [run(1.0, fid_cfg=3.0), run(1.05, fid_cfg=3.5), run(0.95, fid_cfg=3.2)]  # unguided unchanged
+    line = convergence_check(worse_with_cfg, base, "Tokenizer convergence check", "tokenizer")
+    assert "makes FID worse with CFG (interval above zero; without CFG within its interval)" in line
+    both_better = [run(0.5, fid_cfg=0.5), run(0.55, fid_cfg=0.55), run(0.45, fid_cfg=0.45)]
+    line = convergence_check(both_better, base, "Base convergence check", "base")
+    assert "**improves** FID without CFG and with CFG beyond the interval:" in line
 
 
 def test_the_base_is_checked_against_a_ce_continuation_never_against_itself():
@@ -201,3 +211,4 @@ def test_the_verdict_names_the_row_it_judges():
     assert "- Judged row: `vapi` (VA-π, CE prior β 0.1, lr 1e-4, 100 steps) against `control`." in verdict(
         sweep, results, "control", None)
     assert "- Judged row: `vapi` (VA-π) against `control`." in verdict([], results, "control", None)
+

@@ -153,6 +153,9 @@ def difference_table(rows, results: dict, control: str | None) -> list[str]:
     return lines
 
 
+CFG_WORDS = {"fid_nocfg": "without CFG", "fid_cfg": "with CFG"}
+
+
 def convergence_check(continued: list[dict], base: list[dict], what: str, stage: str) -> str:
     """One line: does training `stage` further (`continued`, runs over seeds) move FID, without and with CFG,
     beyond the interval? `stage`: its bare name ("base", "tokenizer")."""
@@ -163,10 +166,17 @@ def convergence_check(continued: list[dict], base: list[dict], what: str, stage:
         side = {-1: "lowers", 1: "raises", 0: "leaves"}
         return (f"- {what} {side[signs['fid_nocfg']]} FID without CFG but {side[signs['fid_cfg']]} it with CFG "
                 f"(intervals excluding zero): mixed, not a uniformly better {stage}.")
+
+    def which(sign: int) -> str:  # "without CFG", "with CFG" or both: the FIDs whose interval has this sign
+        return " and ".join(CFG_WORDS[key] for key in ("fid_nocfg", "fid_cfg") if signs.get(key) == sign)
+
+    unchanged = f"; {which(0)} within its interval" if which(0) else ""
     if better:
-        return f"- {what} **improves** FID beyond the interval: the {stage} is not at its plateau for these settings."
+        return (f"- {what} **improves** FID {which(-1)} beyond the interval{unchanged}: the {stage} is not at its "
+                "plateau for these settings.")
     if worse:
-        return f"- {what} makes FID worse (interval above zero): the {stage} is not undertrained for these settings."
+        return (f"- {what} makes FID worse {which(1)} (interval above zero{unchanged}): the {stage} is not "
+                "undertrained for these settings.")
     return (f"- {what} does not change FID beyond its interval: consistent with a converged "
             f"{stage}.")
 

@@ -71,8 +71,9 @@ def demo_objective() -> ObjectiveConfig:
     paper's C2I value; with the CE prior ξ ≥ 0.25 made FID worse; with the KL prior no ξ was below the matched
     control on seeds 3-8, though ξ 0.25 stayed below the base), the update in eval mode (dropout made 25% of the
     ratios clip), and the prior term as a KL to the initial policy at β = 1 (`objective.beta`) instead of the
-    paper's CE to the clean tokens: in the prior study on the shipped base it is the only row below the base on
-    seeds 0-2, while the paper's CE prior makes FID worse than the base at β 0.1 (+0.121) and at β 1 (+0.009)."""
+    paper's CE to the clean tokens: in the prior study on the 1800-step base (shipped until 4387647) it was the
+    only row below the base on seeds 0-2, and on the 7200-step base the paper's CE prior made FID worse than the
+    base at β 0.1 (+0.121) and at β 1 (+0.009). On the shipped 28800-step base none of these was searched again."""
     return ObjectiveConfig(context_noise=0.0, prior_weight=0.0, beta=1.0, policy_mode="eval")
 
 
@@ -82,9 +83,9 @@ class PostTrain:
     images_per_step: int = helpf(32, "real images per rollout batch (× G decodes and rewards per step: the cost)")
     micro_batch_size: int = helpf(1024, "sequences per forward/backward (shared layout: one forward per image)")
     objective: ObjectiveConfig = field(default_factory=demo_objective)
-    # lr 5e-5: of the settings `vapi ablate sweep` tried on the shipped base (lr 1e-4, 64 images/step, β 2, 48
-    # steps) the only one below the base and the matched control on seeds 0-2; over seeds 0-8 not distinguishable
-    # from either (README, "The search on the shipped base")
+    # lr 5e-5: of the settings `vapi ablate sweep` tried on the 7200-step base (lr 1e-4, 64 images/step, β 2, 48
+    # steps) the only one below the base and the matched control on seeds 0-2, and on 45 pre-registered fresh seeds
+    # (README, "The search on the previous base"); on the shipped base see docs/search-28800.md
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(learning_rate=5e-5, weight_decay=0.0))
     reward: RewardConfig = field(default_factory=lambda: RewardConfig(mse=1.0, lpips=0.0, perceptual=1.0,
                                                                       perceptual_path="demo", chunk_size=256))
