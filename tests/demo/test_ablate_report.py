@@ -212,3 +212,22 @@ def test_the_verdict_names_the_row_it_judges():
         sweep, results, "control", None)
     assert "- Judged row: `vapi` (VA-π) against `control`." in verdict([], results, "control", None)
 
+
+def test_the_search_rows_pin_what_their_labels_say_and_share_one_control(tmp_path):
+    from vapi.config import to_dict
+    from vapi.demo.run import DemoConfig, run_config
+    cfg = DemoConfig()
+    rows = {row.name: row for row in STUDIES["search"]}
+    runs = {name: run_config(cfg, row.overrides, 0, tmp_path, 32) for name, row in rows.items() if row.train}
+    main_vapi = run_config(cfg, next(r for r in STUDIES["main"] if r.name == "vapi").overrides, 0, tmp_path, 32)
+    assert to_dict(runs["vapi"]) == to_dict(main_vapi)  # the demo's VA-π at registration: reuse_runs shares it
+    settings = {name: (rc.optim.learning_rate, rc.train.per_device_batch_size, rc.train.max_steps,
+                       rc.objective.context_noise, rc.objective.prior_weight, rc.objective.beta)
+                for name, rc in runs.items() if name != "control"}
+    assert settings == {"vapi": (5e-5, 32, 24, 0.0, 0.0, 1.0), "lr2.5e-5": (2.5e-5, 32, 24, 0.0, 0.0, 1.0),
+                        "lr1e-4": (1e-4, 32, 24, 0.0, 0.0, 1.0), "images64": (5e-5, 64, 24, 0.0, 0.0, 1.0),
+                        "images128": (5e-5, 128, 24, 0.0, 0.0, 1.0),
+                        "steps48_lr2.5e-5": (2.5e-5, 32, 48, 0.0, 0.0, 1.0), "xi0.5": (5e-5, 32, 24, 0.5, 0.0, 1.0)}
+    assert runs["control"].objective.policy_weight == 0 and (runs["control"].objective.beta,
+                                                            runs["control"].objective.prior_weight) == (1.0, 0.0)
+    assert all(row.control == "control" for row in rows.values() if row.train)

@@ -10,9 +10,11 @@ and data order with VA-π unless it varies them):
           prior (= VA-π), MSE + prior
   prior   the β figure: β ∈ {0.01, 0.1, 1} with the CE prior, and with a KL-to-reference prior instead
   noise   Table 5: ξ ∈ {0, 0.25, 0.5, 0.75, 0.95}
-  sweep   the search behind the demo's defaults: CE prior β 0.1 and 1, β 0.1 at lr 3e-5, β = 0 (on an earlier base);
-          KL prior β 1 at lr 1e-4 and 5e-5, with 64 images/step and 48 steps, β 2 (on the shipped base); each VA-π
-          setting beside its own matched control (the same setting with the policy term off; `Row.control`)
+  sweep   the search behind the demo's defaults: CE prior β 0.1 and 1, β 0.1 at lr 3e-5, β = 0 (on the 450-step
+          base); KL prior β 1 at lr 1e-4 and 5e-5, with 64 images/step and 48 steps, β 2 (on the 7200-step base);
+          each VA-π setting beside its own matched control (the same setting with the policy term off; `Row.control`)
+  search  the pre-registered search on the shipped base (docs/search-28800.md): lr 2.5e-5 / 5e-5 / 1e-4, 64 and 128
+          images/step, 48 steps at lr 2.5e-5, ξ 0.5; run with eval_samples=5000
 The base is evaluated with `eval_seeds` sampling seeds (the evaluation noise); every post-trained model with the
 shared `eval_seed`. Every run's final policy is saved as a vapi model folder with its evaluation settings. The
 perceptual term stands in for the paper's LPIPS (see `objectives.perceptual`).
@@ -70,6 +72,9 @@ def kl_prior(beta: float) -> dict:
 LR_1E4 = {"optim.learning_rate": 1e-4}
 # the first sweep's settings (lr 1e-4, 100 steps; it ran on the 450-step tokenizer's base, not the shipped one)
 FIRST_SWEEP = {**LR_1E4, "train.max_steps": 100}
+# the demo's settings when the search on the shipped base was registered, pinned so its rows keep their meaning
+SEARCH = {"optim.learning_rate": 5e-5, "train.per_device_batch_size": 32, "train.max_steps": 24,
+          "objective.context_noise": 0.0, **kl_prior(1.0)}
 
 # The paper's numbers (LlamaGen-XXL C2I on ImageNet, FID / IS without CFG unless said) as transcribed in
 # docs/paper_numbers.md from the authors' project page; "≈": read off a figure, not printed in the source.
@@ -154,6 +159,23 @@ STUDIES: dict[str, list[Row]] = {
         Row("vapi_kl1_steps48", "VA-π, KL prior β 1, lr 1e-4, 48 steps",
             {**kl_prior(1.0), **LR_1E4, "train.max_steps": 48}, control="control_kl1"),
         Row("vapi_no_prior", "VA-π, β = 0, lr 1e-4, 100 steps", {**NO_PRIOR, **FIRST_SWEEP}, expect="higher"),
+    ],
+    # the pre-registered search on the shipped 28800-step base (docs/search-28800.md): what the studies do not vary
+    # (lr, images per step, steps) and one ξ, every value pinned; with the KL prior alone the control has no
+    # gradient, so one matched control (the base's weights) serves every row
+    "search": [
+        BASE,
+        Row("control", "matched control (KL prior β 1, policy term off: the base's weights)", {**SEARCH, **CONTROL}),
+        Row("vapi", "VA-π, lr 5e-5, 32 images/step, 24 steps, ξ 0 (the demo's)", SEARCH, expect="lower"),
+        Row("lr2.5e-5", "VA-π, lr 2.5e-5", {**SEARCH, "optim.learning_rate": 2.5e-5}, expect="lower"),
+        Row("lr1e-4", "VA-π, lr 1e-4", {**SEARCH, **LR_1E4}, expect="lower"),
+        Row("images64", "VA-π, lr 5e-5, 64 images/step", {**SEARCH, "train.per_device_batch_size": 64},
+            expect="lower"),
+        Row("images128", "VA-π, lr 5e-5, 128 images/step", {**SEARCH, "train.per_device_batch_size": 128},
+            expect="lower"),
+        Row("steps48_lr2.5e-5", "VA-π, lr 2.5e-5, 48 steps",
+            {**SEARCH, "optim.learning_rate": 2.5e-5, "train.max_steps": 48}, expect="lower"),
+        Row("xi0.5", "VA-π, lr 5e-5, ξ 0.5", {**SEARCH, "objective.context_noise": 0.5}, expect="lower"),
     ],
 }
 
