@@ -237,7 +237,9 @@ def verdict(rows, results: dict, control: str | None, continuation: str | None) 
                    + ("; with fewer than 3 seeds the interval is only the range of the seeds" if len(v) < 3 else "")
                    + ").")
         out.append("- The aim (VA-π lowers FID relative to both, intervals excluding zero) is "
-                   + ("**reached**." if d_base == -1 and d_ctrl == -1 else "**not reached**."))
+                   + ("**reached**." if d_base == -1 and d_ctrl == -1 else
+                      "**not reached**: the paper's FID effect is not reproduced on these stages at these settings "
+                      "(what VA-π's own objective gains: the next lines)."))
         if all("fid_cfg" in r for r in v + results["base"] + results[control]):  # the aim is unguided; say both
             base_cfg = differences_to_base(v, results["base"], "fid_cfg")
             ctrl_cfg = paired_differences(v, results[control], "fid_cfg")
