@@ -161,7 +161,7 @@ STUDIES: dict[str, list[Row]] = {
         Row("vapi_no_prior", "VA-π, β = 0, lr 1e-4, 100 steps", {**NO_PRIOR, **FIRST_SWEEP}, expect="higher"),
     ],
     # the pre-registered search on the shipped 28800-step base (docs/search-28800.md): what the studies do not vary
-    # (lr, images per step, steps) and one ξ, every value pinned; with the KL prior alone the control has no
+    # (lr, images per step, steps) and one ξ; those and the prior pinned; with the KL prior alone the control has no
     # gradient, so one matched control (the base's weights) serves every row
     "search": [
         BASE,

@@ -73,7 +73,8 @@ def demo_objective() -> ObjectiveConfig:
     ratios clip), and the prior term as a KL to the initial policy at β = 1 (`objective.beta`) instead of the
     paper's CE to the clean tokens: in the prior study on the 1800-step base (shipped until 4387647) it was the
     only row below the base on seeds 0-2, and on the 7200-step base the paper's CE prior made FID worse than the
-    base at β 0.1 (+0.121) and at β 1 (+0.009). On the shipped 28800-step base none of these was searched again."""
+    base at β 0.1 (+0.121) and at β 1 (+0.009). On the shipped 28800-step base the prior and noise studies and the
+    pre-registered search (docs/search-28800.md) found no setting below the matched control: none changed."""
     return ObjectiveConfig(context_noise=0.0, prior_weight=0.0, beta=1.0, policy_mode="eval")
 
 
