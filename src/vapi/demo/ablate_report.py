@@ -153,13 +153,13 @@ def difference_table(rows, results: dict, control: str | None) -> list[str]:
     return lines
 
 
-CFG_WORDS = {"fid_nocfg": "without CFG", "fid_cfg": "with CFG"}
+CFG_WORDS = {"fid_nocfg": "without CFG", "fid_cfg": "with CFG"}  # the FIDs a convergence check reads
 
 
 def convergence_check(continued: list[dict], base: list[dict], what: str, stage: str) -> str:
     """One line: does training `stage` further (`continued`, runs over seeds) move FID, without and with CFG,
     beyond the interval? `stage`: its bare name ("base", "tokenizer")."""
-    signs = {key: excludes_zero(differences_to_base(continued, base, key)) for key in ("fid_nocfg", "fid_cfg")
+    signs = {key: excludes_zero(differences_to_base(continued, base, key)) for key in CFG_WORDS
              if all(key in r for r in continued + base)}
     better, worse = -1 in signs.values(), 1 in signs.values()
     if better and worse:
@@ -168,9 +168,10 @@ def convergence_check(continued: list[dict], base: list[dict], what: str, stage:
                 f"(intervals excluding zero): mixed, not a uniformly better {stage}.")
 
     def which(sign: int) -> str:  # "without CFG", "with CFG" or both: the FIDs whose interval has this sign
-        return " and ".join(CFG_WORDS[key] for key in ("fid_nocfg", "fid_cfg") if signs.get(key) == sign)
+        return " and ".join(words for key, words in CFG_WORDS.items() if signs.get(key) == sign)
 
-    unchanged = f"; {which(0)} within its interval" if which(0) else ""
+    still = which(0)
+    unchanged = f"; {still} within its interval" if still else ""
     if better:
         return (f"- {what} **improves** FID {which(-1)} beyond the interval{unchanged}: the {stage} is not at its "
                 "plateau for these settings.")
